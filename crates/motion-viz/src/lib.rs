@@ -1,7 +1,38 @@
-//! Visualisation of motions: a software renderer from skinned meshes or skeletons to PNG
-//! frames, GIF and MP4.
+//! Visualisation of motions: a small software renderer from triangle meshes or skeletons to PNG
+//! frames and animated GIFs.
+//!
+//! The renderer works on plain arrays (`[f32; 3]` points, `[u32; 3]` faces), so any mesh can be
+//! drawn; [`points_from_tensor`] and [`faces_from_tensor`] bridge from the candle tensors that
+//! `smpl::BodyModel::forward` returns. Pieces:
+//! - [`Camera`]: look-at view with [`Projection::Orthographic`] or [`Projection::Perspective`],
+//!   and [`Camera::framing`] to fit a set of points.
+//! - [`Canvas`]: colour buffer + z-buffer; [`Canvas::draw_mesh`] (edge-function rasterisation,
+//!   flat or smooth Lambert shading), [`Canvas::draw_skeleton`] (bones as shaded screen-space
+//!   capsules, joints as discs), optional supersampling.
+//! - [`write_png`] / [`write_gif`]: atomic writers.
+//!
+//! References: J. Pineda, "A parallel algorithm for polygon rasterization", SIGGRAPH 1988 (edge
+//! functions); E. Catmull, "A subdivision algorithm for computer display of curved surfaces",
+//! 1974 (z-buffer); H. Gouraud, "Continuous shading of curved surfaces", 1971 (interpolated
+//! shading over vertex normals).
 //!
 //! # Place in the workspace
 //! May use `smpl` and `motion-repr`. It must never depend on `diffusion`, `dit`, `tmr`, `metrics`
-//! or `motion-data`.
+//! or `motion-data`. It never prints and never downloads.
 #![warn(missing_docs)]
+
+pub mod camera;
+pub mod canvas;
+pub mod error;
+mod math;
+pub mod output;
+pub mod tensor;
+
+pub use camera::{Camera, Projected, Projection};
+pub use canvas::{
+    Canvas, MeshStyle, Rgb, Shading, SkeletonStyle, bones_from_parents, vertex_normals,
+};
+pub use error::{Result, VizError};
+pub use math::Vec3;
+pub use output::{write_gif, write_png};
+pub use tensor::{faces_from_tensor, points_from_tensor};

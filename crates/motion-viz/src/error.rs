@@ -1,0 +1,62 @@
+//! Typed errors of the renderer and its writers.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while rendering or writing frames.
+#[derive(Debug, thiserror::Error)]
+pub enum VizError {
+    /// Reading or writing a file failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// PNG encoding failed.
+    #[error("PNG encoding of {path} failed: {source}")]
+    Png {
+        /// The file being written.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: image::ImageError,
+    },
+    /// GIF encoding failed.
+    #[error("GIF encoding of {path} failed: {source}")]
+    Gif {
+        /// The file being written.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: gif::EncodingError,
+    },
+    /// An argument is out of range or inconsistent (names the argument and the value).
+    #[error("invalid {what}: {detail}")]
+    InvalidInput {
+        /// Which argument.
+        what: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A tensor could not be read (wrong shape, dtype or device failure).
+    #[error("tensor {what}: {source}")]
+    Tensor {
+        /// Which tensor.
+        what: &'static str,
+        /// The underlying candle error.
+        #[source]
+        source: candle::Error,
+    },
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, VizError>;
+
+pub(crate) fn invalid(what: &'static str, detail: impl Into<String>) -> VizError {
+    VizError::InvalidInput {
+        what,
+        detail: detail.into(),
+    }
+}
