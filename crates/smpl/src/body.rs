@@ -1,0 +1,893 @@
+//! The SMPL / SMPL-H body model: loading and the forward pass (shape blend shapes, joint
+//! regression, pose blend shapes, forward kinematics, linear blend skinning).
+//!
+//! Loper et al., "SMPL: A Skinned Multi-Person Linear Model", SIGGRAPH Asia 2015 (Eqs. 1-10);
+//! Romero et al., "Embodied Hands" (SMPL-H), SIGGRAPH Asia 2017. The step order and float32
+//! semantics follow the `smplx` package's `lbs` as pinned by the `smplh` fixture.
+//!
+//! # Performance
+//! The pose blend shapes are one `[T, 9 (J-1)] x [9 (J-1), 3V]` matmul. Joints whose rotation
+//! is the same in every frame (the mean hand pose of the text-to-motion pipeline) are folded
+//! into a single `[1, k] x [k, 3V]` product shared by all frames. Forward kinematics runs on the
+//! host (J 4x4 products per frame). On the CPU, skinning uses the sparsity of the skinning
+//! weights (a vertex has a handful of non-zero weights) and is spread over the available
+//! threads; on other devices it is a `[V, J] x [T, J, 12]` batched matmul.
+
+use std::path::{Path, PathBuf};
+
+use candle::{DType, Device, Storage, Tensor};
+
+use crate::error::{Result, SmplError, shape_err};
+use crate::io::{Array, ArrayData, read_npz, read_safetensors};
+use crate::rotation::mat3;
+use crate::skeleton::{SMPLH_EXTRA_VERTEX_IDS, Skeleton};
+
+/// Inputs of [`BodyModel::forward`] for `T` frames.
+///
+/// The rotations are matrices. The joint counts of `body_pose`, `left_hand_pose` and
+/// `right_hand_pose` must add up to the model's joints minus the root: SMPL-H takes 21 + 15 + 15;
+/// SMPL (24 joints) takes 21 + 1 + 1 (its `left_hand` / `right_hand` joints 22 and 23).
+#[derive(Debug, Clone)]
+pub struct BodyParams {
+    /// Shape coefficients `[B]`, `[1, B]` or `[T, B]` (at most the model's count); `None` = 0.
+    pub betas: Option<Tensor>,
+    /// Root orientation `[T, 3, 3]`.
+    pub global_orient: Tensor,
+    /// Body joint rotations (joints 1..21), local, `[T, 21, 3, 3]`.
+    pub body_pose: Tensor,
+    /// Left-hand finger rotations `[T, 15, 3, 3]` (SMPL: `[T, 1, 3, 3]`).
+    pub left_hand_pose: Tensor,
+    /// Right-hand finger rotations `[T, 15, 3, 3]` (SMPL: `[T, 1, 3, 3]`).
+    pub right_hand_pose: Tensor,
+    /// Translation `[T, 3]` added to every vertex and joint.
+    pub transl: Tensor,
+}
+
+/// Output of [`BodyModel::forward`].
+#[derive(Debug, Clone)]
+pub struct BodyOutput {
+    /// Skinned vertices `[T, V, 3]`.
+    pub vertices: Tensor,
+    /// Posed joints `[T, J, 3]`, followed by the 21 vertex joints of
+    /// [`SMPLH_EXTRA_VERTEX_IDS`] when [`ForwardOptions::extra_vertex_joints`] is set
+    /// (`[T, J + 21, 3]`, 73 for SMPL-H, as `smplx` returns them).
+    pub joints: Tensor,
+}
+
+/// Options of [`BodyModel::forward_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardOptions {
+    /// Append the 21 `smplx` vertex joints (nose, eyes, ears, feet, fingertips) to the joints.
+    pub extra_vertex_joints: bool,
+}
+
+/// Precomputed sparse skinning weights (CSR over vertices) for the CPU kernel.
+#[derive(Debug, Clone)]
+struct SparseWeights {
+    offsets: Vec<usize>,
+    joints: Vec<u32>,
+    weights: Vec<f32>,
+}
+
+/// A SMPL-family body model (SMPL, SMPL-H) in the official array layout.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use candle::{DType, Device, Tensor};
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/smplh/SMPLH_NEUTRAL.npz");
+/// let model = smpl::BodyModel::from_npz(path, &Device::Cpu)?;
+/// let t = 2;
+/// let eye = |n: usize| Tensor::eye(3, DType::F32, &Device::Cpu)?.broadcast_as((t, n, 3, 3))?.contiguous();
+/// let params = smpl::BodyParams {
+///     betas: None,
+///     global_orient: eye(1)?.squeeze(1)?,
+///     body_pose: eye(21)?,
+///     left_hand_pose: eye(15)?,
+///     right_hand_pose: eye(15)?,
+///     transl: Tensor::zeros((t, 3), DType::F32, &Device::Cpu)?,
+/// };
+/// let out = model.forward(&params)?;
+/// assert_eq!(out.vertices.dims(), &[2, 6890, 3]);
+/// assert_eq!(out.joints.dims(), &[2, 52, 3]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct BodyModel {
+    path: PathBuf,
+    device: Device,
+    num_vertices: usize,
+    num_joints: usize,
+    parents: Vec<Option<usize>>,
+    v_template: Tensor,
+    faces: Tensor,
+    j_regressor: Tensor,
+    weights: Tensor,
+    /// `[B, 3V]` (transposed official `shapedirs [V, 3, B]`).
+    shapedirs: Option<Tensor>,
+    /// `[B, 3J]`: `J_regressor @ shapedirs` per coefficient.
+    joint_shapedirs: Option<Tensor>,
+    /// `[9 (J - 1), 3V]` (transposed official `posedirs [V, 3, 9 (J - 1)]`).
+    posedirs: Option<Tensor>,
+    /// `J_regressor @ v_template`, `[J, 3]`, on the host.
+    rest_joints: Vec<f32>,
+    hands_mean: Option<(Tensor, Tensor)>,
+    hands_components: Option<(Tensor, Tensor)>,
+    sparse: SparseWeights,
+}
+
+struct Loader<'a> {
+    path: &'a Path,
+    arrays: std::collections::HashMap<String, Array>,
+}
+
+impl Loader<'_> {
+    fn get(&self, key: &str) -> Option<&Array> {
+        self.arrays.get(key)
+    }
+
+    fn required(&self, key: &str) -> Result<&Array> {
+        self.get(key).ok_or_else(|| SmplError::MissingArray {
+            path: self.path.to_path_buf(),
+            key: key.to_string(),
+        })
+    }
+
+    fn inconsistent(&self, key: &str, got: &[usize], expected: String, reason: &str) -> SmplError {
+        SmplError::InconsistentShape {
+            path: self.path.to_path_buf(),
+            key: key.to_string(),
+            got: got.to_vec(),
+            expected,
+            reason: reason.to_string(),
+        }
+    }
+
+    fn invalid(&self, key: &str, reason: String) -> SmplError {
+        SmplError::InvalidArray {
+            path: self.path.to_path_buf(),
+            key: key.to_string(),
+            reason,
+        }
+    }
+
+    /// The float data of `key`, checked finite.
+    fn floats(&self, key: &str, a: &Array) -> Result<Vec<f32>> {
+        match &a.data {
+            ArrayData::F32(v) => {
+                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(
+                        self.invalid(key, format!("non-finite value {} at flat index {i}", v[i]))
+                    );
+                }
+                Ok(v.clone())
+            }
+            ArrayData::I64(v) => Ok(v.iter().map(|&x| x as f32).collect()),
+        }
+    }
+
+    fn ints(&self, key: &str, a: &Array) -> Result<Vec<i64>> {
+        match &a.data {
+            ArrayData::I64(v) => Ok(v.clone()),
+            ArrayData::F32(v) => {
+                if v.iter().all(|x| x.fract() == 0.0 && x.is_finite()) {
+                    Ok(v.iter().map(|&x| x as i64).collect())
+                } else {
+                    Err(self.invalid(key, "expected integer values".to_string()))
+                }
+            }
+        }
+    }
+}
+
+fn host_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (Storage::Cpu(cpu), Some((a, b)), DType::F32) =
+            (&*storage, layout.contiguous_offsets(), t.dtype())
+        {
+            let s = cpu.as_slice::<f32>()?;
+            return Ok(f(&s[a..b]));
+        }
+    }
+    let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(f(&v))
+}
+
+impl BodyModel {
+    /// Loads a model from `.npz` (official array layout; compressed or not) or `.safetensors`
+    /// (same array names). A `.pkl` path is refused with an error naming
+    /// `data-scripts/convert_body_model.py`.
+    ///
+    /// Required arrays: `v_template [V,3]`, `f [F,3]`, `J_regressor [J,V]` (dense),
+    /// `weights [V,J]`, `kintree_table [2,J]`. Optional, treated as zeros when absent:
+    /// `shapedirs [V,3,B]`, `posedirs [V,3,9(J-1)]`; optional: `hands_mean{l,r} [45]`,
+    /// `hands_components{l,r} [N,45]`. Every shape is checked against the others and the
+    /// offending array is named in the error.
+    pub fn from_npz(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let path = path.as_ref();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let arrays = match ext.as_deref() {
+            Some("npz") => read_npz(path)?,
+            Some("safetensors") => read_safetensors(path)?,
+            Some("pkl") => {
+                return Err(SmplError::PickleModel {
+                    path: path.to_path_buf(),
+                });
+            }
+            _ => {
+                if !path.exists() {
+                    return Err(SmplError::Read {
+                        path: path.to_path_buf(),
+                        reason: "file not found".to_string(),
+                    });
+                }
+                return Err(SmplError::UnsupportedFormat {
+                    path: path.to_path_buf(),
+                });
+            }
+        };
+        Self::from_arrays(Loader { path, arrays }, device)
+    }
+
+    /// Loads a model from `.safetensors` (alias of [`BodyModel::from_npz`], which dispatches on
+    /// the extension).
+    pub fn from_safetensors(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        Self::from_npz(path, device)
+    }
+
+    fn from_arrays(ld: Loader<'_>, device: &Device) -> Result<Self> {
+        let vt = ld.required("v_template")?;
+        if vt.shape.len() != 2 || vt.shape[1] != 3 || vt.shape[0] == 0 {
+            return Err(ld.inconsistent(
+                "v_template",
+                &vt.shape,
+                "[V, 3]".into(),
+                "vertex positions",
+            ));
+        }
+        let v = vt.shape[0];
+        let v_template = ld.floats("v_template", vt)?;
+
+        let jr = ld.required("J_regressor")?;
+        if jr.shape.len() != 2 || jr.shape[1] != v || jr.shape[0] < 2 {
+            return Err(ld.inconsistent(
+                "J_regressor",
+                &jr.shape,
+                format!("[J, {v}]"),
+                "dense joint regressor over the v_template vertices",
+            ));
+        }
+        let j = jr.shape[0];
+        let j_regressor = ld.floats("J_regressor", jr)?;
+
+        let w = ld.required("weights")?;
+        if w.shape != [v, j] {
+            return Err(ld.inconsistent(
+                "weights",
+                &w.shape,
+                format!("[{v}, {j}]"),
+                "V from v_template, J from J_regressor",
+            ));
+        }
+        let weights = ld.floats("weights", w)?;
+
+        let kt = ld.required("kintree_table")?;
+        if kt.shape != [2, j] {
+            return Err(ld.inconsistent(
+                "kintree_table",
+                &kt.shape,
+                format!("[2, {j}]"),
+                "J from J_regressor",
+            ));
+        }
+        let kt_data = ld.ints("kintree_table", kt)?;
+        let mut parents = Vec::with_capacity(j);
+        for (i, &p) in kt_data[..j].iter().enumerate() {
+            // The root's parent is stored as -1 or as uint32 4294967295.
+            let parent = if p < 0 || p == i64::from(u32::MAX) {
+                None
+            } else {
+                Some(p as usize)
+            };
+            match (i, parent) {
+                (0, None) => {}
+                (i, Some(p)) if i > 0 && p < i => {}
+                _ => {
+                    return Err(ld.invalid(
+                        "kintree_table",
+                        format!("joint {i} has parent {p}; the root must be joint 0 and every parent must precede its child"),
+                    ));
+                }
+            }
+            parents.push(parent);
+        }
+
+        let f = ld.required("f")?;
+        if f.shape.len() != 2 || f.shape[1] != 3 {
+            return Err(ld.inconsistent("f", &f.shape, "[F, 3]".into(), "triangle vertex ids"));
+        }
+        let faces = ld.ints("f", f)?;
+        if let Some(bad) = faces.iter().find(|&&x| x < 0 || x as usize >= v) {
+            return Err(ld.invalid("f", format!("vertex id {bad} out of range 0..{v}")));
+        }
+        let faces: Vec<u32> = faces.iter().map(|&x| x as u32).collect();
+
+        let shapedirs = match ld.get("shapedirs") {
+            None => None,
+            Some(a) => {
+                if a.shape.len() != 3 || a.shape[0] != v || a.shape[1] != 3 {
+                    return Err(ld.inconsistent(
+                        "shapedirs",
+                        &a.shape,
+                        format!("[{v}, 3, B]"),
+                        "V from v_template",
+                    ));
+                }
+                Some((a.shape[2], ld.floats("shapedirs", a)?))
+            }
+        };
+        let pose_dim = 9 * (j - 1);
+        let posedirs = match ld.get("posedirs") {
+            None => None,
+            Some(a) => {
+                if a.shape != [v, 3, pose_dim] {
+                    return Err(ld.inconsistent(
+                        "posedirs",
+                        &a.shape,
+                        format!("[{v}, 3, {pose_dim}]"),
+                        "V from v_template, 9 (J - 1) from J_regressor",
+                    ));
+                }
+                Some(ld.floats("posedirs", a)?)
+            }
+        };
+        let mut hands = Vec::new();
+        for key in [
+            "hands_meanl",
+            "hands_meanr",
+            "hands_componentsl",
+            "hands_componentsr",
+        ] {
+            let Some(a) = ld.get(key) else {
+                hands.push(None);
+                continue;
+            };
+            let ok = if key.starts_with("hands_mean") {
+                a.shape == [45]
+            } else {
+                a.shape.len() == 2 && a.shape[1] == 45
+            };
+            if !ok {
+                let expected = if key.starts_with("hands_mean") {
+                    "[45]"
+                } else {
+                    "[N, 45]"
+                };
+                return Err(ld.inconsistent(
+                    key,
+                    &a.shape,
+                    expected.into(),
+                    "15 finger joints x 3 (axis-angle)",
+                ));
+            }
+            if j != 52 {
+                return Err(ld.inconsistent(
+                    key,
+                    &a.shape,
+                    "absent".into(),
+                    "hand arrays need the 52-joint SMPL-H skeleton",
+                ));
+            }
+            hands.push(Some(Tensor::from_vec(
+                ld.floats(key, a)?,
+                a.shape.clone(),
+                device,
+            )?));
+        }
+        let pair = |a: Option<Tensor>,
+                    b: Option<Tensor>,
+                    ka: &str,
+                    kb: &str|
+         -> Result<Option<(Tensor, Tensor)>> {
+            match (a, b) {
+                (Some(a), Some(b)) => Ok(Some((a, b))),
+                (None, None) => Ok(None),
+                (Some(_), None) => Err(ld.invalid(kb, format!("missing while {ka} is present"))),
+                (None, Some(_)) => Err(ld.invalid(ka, format!("missing while {kb} is present"))),
+            }
+        };
+        let mut hands = hands.into_iter();
+        let (hml, hmr, hcl, hcr) = (
+            hands.next().flatten(),
+            hands.next().flatten(),
+            hands.next().flatten(),
+            hands.next().flatten(),
+        );
+        let hands_mean = pair(hml, hmr, "hands_meanl", "hands_meanr")?;
+        let hands_components = pair(hcl, hcr, "hands_componentsl", "hands_componentsr")?;
+
+        // Rest joints, on the host in f64 accumulation-free float32 order k = 0..V.
+        let cpu = Device::Cpu;
+        let jreg_t = Tensor::from_vec(j_regressor, (j, v), &cpu)?;
+        let vt_t = Tensor::from_vec(v_template, (v, 3), &cpu)?;
+        let rest_joints = jreg_t.matmul(&vt_t)?.flatten_all()?.to_vec1::<f32>()?;
+
+        let (shapedirs, joint_shapedirs) = match shapedirs {
+            None => (None, None),
+            Some((b, data)) => {
+                let sd = Tensor::from_vec(data, (v, 3 * b), &cpu)?;
+                // [J, 3B] -> [J, 3, B] -> [B, J, 3] -> [B, 3J]
+                let jsd = jreg_t
+                    .matmul(&sd)?
+                    .reshape((j, 3, b))?
+                    .permute((2, 0, 1))?
+                    .reshape((b, 3 * j))?
+                    .contiguous()?;
+                let sd_t = sd.reshape((3 * v, b))?.t()?.contiguous()?;
+                (Some(sd_t.to_device(device)?), Some(jsd.to_device(device)?))
+            }
+        };
+        let posedirs = match posedirs {
+            None => None,
+            Some(data) => {
+                let pd = Tensor::from_vec(data, (3 * v, pose_dim), &cpu)?;
+                Some(pd.t()?.contiguous()?.to_device(device)?)
+            }
+        };
+
+        // Sparse skinning weights.
+        let w_host = host_slice(&Tensor::from_vec(weights.clone(), (v, j), &cpu)?, |s| {
+            s.to_vec()
+        })?;
+        let mut sparse = SparseWeights {
+            offsets: Vec::with_capacity(v + 1),
+            joints: Vec::new(),
+            weights: Vec::new(),
+        };
+        sparse.offsets.push(0);
+        for row in w_host.chunks_exact(j) {
+            for (jj, &x) in row.iter().enumerate() {
+                if x != 0.0 {
+                    sparse.joints.push(jj as u32);
+                    sparse.weights.push(x);
+                }
+            }
+            sparse.offsets.push(sparse.joints.len());
+        }
+
+        let nf = faces.len() / 3;
+        Ok(Self {
+            path: ld.path.to_path_buf(),
+            device: device.clone(),
+            num_vertices: v,
+            num_joints: j,
+            parents,
+            v_template: vt_t.to_device(device)?,
+            faces: Tensor::from_vec(faces, (nf, 3), device)?,
+            j_regressor: jreg_t.to_device(device)?,
+            weights: Tensor::from_vec(weights, (v, j), device)?,
+            shapedirs,
+            joint_shapedirs,
+            posedirs,
+            rest_joints,
+            hands_mean,
+            hands_components,
+            sparse,
+        })
+    }
+
+    /// The file the model was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The device holding the model's tensors.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Number of vertices `V`.
+    pub fn num_vertices(&self) -> usize {
+        self.num_vertices
+    }
+
+    /// Number of joints `J` (24 for SMPL, 52 for SMPL-H).
+    pub fn num_joints(&self) -> usize {
+        self.num_joints
+    }
+
+    /// The named skeleton, when `J` is 24 or 52.
+    pub fn skeleton(&self) -> Option<Skeleton> {
+        Skeleton::from_num_joints(self.num_joints)
+    }
+
+    /// Parent of each joint (`None` for the root).
+    pub fn parents(&self) -> &[Option<usize>] {
+        &self.parents
+    }
+
+    /// Number of shape coefficients (0 without `shapedirs`).
+    pub fn num_betas(&self) -> usize {
+        self.shapedirs.as_ref().map_or(0, |s| s.dims()[0])
+    }
+
+    /// Whether the model has pose blend shapes (`posedirs`).
+    pub fn has_pose_blend_shapes(&self) -> bool {
+        self.posedirs.is_some()
+    }
+
+    /// Rest vertices `[V, 3]`.
+    pub fn v_template(&self) -> &Tensor {
+        &self.v_template
+    }
+
+    /// Triangles `[F, 3]` (`u32` vertex ids).
+    pub fn faces(&self) -> &Tensor {
+        &self.faces
+    }
+
+    /// Dense joint regressor `[J, V]`.
+    pub fn j_regressor(&self) -> &Tensor {
+        &self.j_regressor
+    }
+
+    /// Skinning weights `[V, J]`.
+    pub fn weights(&self) -> &Tensor {
+        &self.weights
+    }
+
+    /// Rest joints `J_regressor @ v_template`, `[J, 3]`.
+    pub fn rest_joints(&self) -> Result<Tensor> {
+        Ok(Tensor::from_vec(
+            self.rest_joints.clone(),
+            (self.num_joints, 3),
+            &self.device,
+        )?)
+    }
+
+    /// Mean hand poses `(left, right)`, axis-angle `[45]` each, if the model has them.
+    pub fn hands_mean(&self) -> Option<(&Tensor, &Tensor)> {
+        self.hands_mean.as_ref().map(|(l, r)| (l, r))
+    }
+
+    /// Hand PCA bases `(left, right)`, `[N, 45]` each, if the model has them.
+    pub fn hands_components(&self) -> Option<(&Tensor, &Tensor)> {
+        self.hands_components.as_ref().map(|(l, r)| (l, r))
+    }
+
+    /// Runs the model: posed, skinned vertices and posed joints.
+    ///
+    /// # Shapes
+    /// - `params.global_orient` `[T, 3, 3]`, `params.body_pose` `[T, 21, 3, 3]`,
+    ///   `params.left_hand_pose` / `right_hand_pose` `[T, 15, 3, 3]` (SMPL: `[T, 1, 3, 3]`),
+    ///   `params.transl` `[T, 3]`, `params.betas` `[B]` / `[1, B]` / `[T, B]` or `None`;
+    /// - output `vertices` `[T, V, 3]`, `joints` `[T, J, 3]` (52 for SMPL-H).
+    pub fn forward(&self, params: &BodyParams) -> Result<BodyOutput> {
+        self.forward_with(params, &ForwardOptions::default())
+    }
+
+    /// [`BodyModel::forward`] with options (e.g. the 21 extra vertex joints: `[T, J + 21, 3]`).
+    ///
+    /// # Shapes
+    /// As [`BodyModel::forward`]; `joints` is `[T, J + 21, 3]` with `extra_vertex_joints`.
+    pub fn forward_with(&self, params: &BodyParams, opts: &ForwardOptions) -> Result<BodyOutput> {
+        let (t, rots) = self.full_pose(params)?;
+        let (nv, nj) = (self.num_vertices, self.num_joints);
+        let dev = &self.device;
+        let transl = params.transl.to_dtype(DType::F32)?.to_device(dev)?;
+        if transl.dims() != [t, 3] {
+            return Err(shape_err("transl", &format!("[{t}, 3]"), transl.dims()));
+        }
+
+        // (1) Shape blend shapes and joint regression.
+        let (v_shaped, rest_joints) = self.shaped(params.betas.as_ref(), t)?;
+
+        // (2) Pose blend shapes from (R - I) of joints 1..J-1.
+        // `[T or 1, 3V]`: a single row when nothing varies over the frames.
+        let v_posed = match self.pose_offsets(&rots, t)? {
+            Some(off) => v_shaped.broadcast_add(&off)?,
+            None => v_shaped,
+        };
+
+        // (3) Forward kinematics on the host.
+        let (posed_joints, transforms) = self.kinematics(&rots, &rest_joints, t);
+
+        // (4) Linear blend skinning.
+        let vertices = if dev.is_cpu() {
+            self.skin_cpu(&v_posed, &transforms, t)?
+        } else {
+            self.skin_tensor(&v_posed, &transforms, t)?
+        };
+        let vertices = vertices.broadcast_add(&transl.unsqueeze(1)?)?;
+        let mut joints = Tensor::from_vec(posed_joints, (t, nj, 3), dev)?
+            .broadcast_add(&transl.unsqueeze(1)?)?;
+        if opts.extra_vertex_joints {
+            let max_id = SMPLH_EXTRA_VERTEX_IDS.iter().copied().max().unwrap_or(0);
+            if max_id >= nv {
+                return Err(SmplError::Params(format!(
+                    "extra vertex joints need the 6890-vertex mesh (vertex id {max_id}), the model has {nv} vertices"
+                )));
+            }
+            let ids: Vec<u32> = SMPLH_EXTRA_VERTEX_IDS.iter().map(|&i| i as u32).collect();
+            let ids = Tensor::from_vec(ids, SMPLH_EXTRA_VERTEX_IDS.len(), dev)?;
+            let extra = vertices.index_select(&ids, 1)?;
+            joints = Tensor::cat(&[&joints, &extra], 1)?;
+        }
+        Ok(BodyOutput { vertices, joints })
+    }
+
+    /// Validates the rotation inputs and returns `T` and the full pose `[T, J, 9]` on the host.
+    fn full_pose(&self, p: &BodyParams) -> Result<(usize, Vec<f32>)> {
+        let go = p.global_orient.dims();
+        if go.len() != 3 || go[1..] != [3, 3] {
+            return Err(shape_err("global_orient", "[T, 3, 3]", go));
+        }
+        let t = go[0];
+        let mut parts = vec![
+            p.global_orient
+                .to_dtype(DType::F32)?
+                .to_device(&Device::Cpu)?
+                .unsqueeze(1)?,
+        ];
+        let mut total = 1;
+        for (name, x) in [
+            ("body_pose", &p.body_pose),
+            ("left_hand_pose", &p.left_hand_pose),
+            ("right_hand_pose", &p.right_hand_pose),
+        ] {
+            let d = x.dims();
+            if d.len() != 4 || d[0] != t || d[2..] != [3, 3] {
+                return Err(shape_err(name, &format!("[{t}, N, 3, 3]"), d));
+            }
+            total += d[1];
+            parts.push(x.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
+        }
+        if total != self.num_joints {
+            return Err(SmplError::Params(format!(
+                "global_orient + body_pose + hand poses give {total} joints, the model has {} \
+                 (body_pose {:?}, left_hand_pose {:?}, right_hand_pose {:?})",
+                self.num_joints,
+                p.body_pose.dims(),
+                p.left_hand_pose.dims(),
+                p.right_hand_pose.dims()
+            )));
+        }
+        let rots = Tensor::cat(&parts, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(i) = rots.iter().position(|x| !x.is_finite()) {
+            return Err(SmplError::Params(format!(
+                "non-finite rotation entry at frame {}, joint {}",
+                i / (9 * self.num_joints),
+                (i / 9) % self.num_joints
+            )));
+        }
+        Ok((t, rots))
+    }
+
+    /// `v_shaped` `[T or 1, 3V]` (device) and rest joints `[T or 1, J, 3]` (host).
+    fn shaped(&self, betas: Option<&Tensor>, t: usize) -> Result<(Tensor, Vec<Vec<f32>>)> {
+        let nv = self.num_vertices;
+        let base = self.v_template.reshape((1, 3 * nv))?;
+        let (Some(betas), Some(sd), Some(jsd)) = (betas, &self.shapedirs, &self.joint_shapedirs)
+        else {
+            if let Some(b) = betas {
+                check_betas(b, t, usize::MAX)?;
+            }
+            return Ok((base, vec![self.rest_joints.clone()]));
+        };
+        let b2 = check_betas(betas, t, sd.dims()[0])?
+            .to_dtype(DType::F32)?
+            .to_device(&self.device)?;
+        let nb = b2.dims()[1];
+        let v_shaped = base.broadcast_add(&b2.matmul(&sd.narrow(0, 0, nb)?)?)?;
+        let rest = Tensor::from_vec(
+            self.rest_joints.clone(),
+            (1, 3 * self.num_joints),
+            &self.device,
+        )?;
+        let joints = rest.broadcast_add(&b2.matmul(&jsd.narrow(0, 0, nb)?)?)?;
+        let joints = joints.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
+        Ok((v_shaped, joints))
+    }
+
+    /// Pose blend-shape offsets `[T or 1, 3V]`, or `None` without `posedirs`.
+    fn pose_offsets(&self, rots: &[f32], t: usize) -> Result<Option<Tensor>> {
+        let Some(pd) = &self.posedirs else {
+            return Ok(None);
+        };
+        let nj = self.num_joints;
+        // Joint j (1..J) is constant when every frame repeats frame 0's rotation.
+        let constant: Vec<bool> = (1..nj)
+            .map(|j| {
+                let first = &rots[9 * j..9 * j + 9];
+                (1..t).all(|f| &rots[9 * (f * nj + j)..9 * (f * nj + j) + 9] == first)
+            })
+            .collect();
+        let mut total: Option<Tensor> = None;
+        let mut add = |x: Tensor| -> Result<()> {
+            total = Some(match total.take() {
+                None => x,
+                Some(acc) => acc.broadcast_add(&x)?,
+            });
+            Ok(())
+        };
+        // Runs of consecutive joints with the same constancy.
+        let mut start = 0;
+        while start < nj - 1 {
+            let c = constant[start];
+            let mut end = start;
+            while end < nj - 1 && constant[end] == c {
+                end += 1;
+            }
+            let rows = if c { 1 } else { t };
+            let k = 9 * (end - start);
+            let mut feat = Vec::with_capacity(rows * k);
+            for f in 0..rows {
+                for j in start + 1..end + 1 {
+                    let r = &rots[9 * (f * nj + j)..9 * (f * nj + j) + 9];
+                    feat.extend(r.iter().zip(&mat3::IDENTITY).map(|(&x, &i)| x - i));
+                }
+            }
+            let feat = Tensor::from_vec(feat, (rows, k), &self.device)?;
+            add(feat.matmul(&pd.narrow(0, 9 * start, k)?)?)?;
+            start = end;
+        }
+        Ok(total)
+    }
+
+    /// Posed joints `[T*J*3]` and skinning transforms `[T, J, 12]` (3x4 row-major) on the host.
+    fn kinematics(&self, rots: &[f32], rest: &[Vec<f32>], t: usize) -> (Vec<f32>, Vec<f32>) {
+        let nj = self.num_joints;
+        let mut joints = vec![0f32; t * nj * 3];
+        let mut transforms = vec![0f32; t * nj * 12];
+        let mut g_rot = vec![[0f32; 9]; nj];
+        let mut g_tr = vec![[0f32; 3]; nj];
+        for f in 0..t {
+            let jr = if rest.len() == 1 { &rest[0] } else { &rest[f] };
+            for j in 0..nj {
+                let mut r = [0f32; 9];
+                r.copy_from_slice(&rots[9 * (f * nj + j)..9 * (f * nj + j) + 9]);
+                let jj = [jr[3 * j], jr[3 * j + 1], jr[3 * j + 2]];
+                match self.parents[j] {
+                    None => {
+                        g_rot[j] = r;
+                        g_tr[j] = jj;
+                    }
+                    Some(p) => {
+                        let rel = [
+                            jj[0] - jr[3 * p],
+                            jj[1] - jr[3 * p + 1],
+                            jj[2] - jr[3 * p + 2],
+                        ];
+                        let pr = g_rot[p];
+                        let pt = g_tr[p];
+                        g_rot[j] = mat3::mul(&pr, &r);
+                        let a = mat3::apply(&pr, &rel);
+                        g_tr[j] = [a[0] + pt[0], a[1] + pt[1], a[2] + pt[2]];
+                    }
+                }
+                let gr = g_rot[j];
+                let gt = g_tr[j];
+                joints[3 * (f * nj + j)..3 * (f * nj + j) + 3].copy_from_slice(&gt);
+                let rj = mat3::apply(&gr, &jj);
+                let a = &mut transforms[12 * (f * nj + j)..12 * (f * nj + j) + 12];
+                for i in 0..3 {
+                    a[4 * i..4 * i + 3].copy_from_slice(&gr[3 * i..3 * i + 3]);
+                    a[4 * i + 3] = gt[i] - rj[i];
+                }
+            }
+        }
+        (joints, transforms)
+    }
+
+    /// CPU skinning with sparse weights, frames spread over the available threads.
+    fn skin_cpu(&self, v_posed: &Tensor, transforms: &[f32], t: usize) -> Result<Tensor> {
+        let (nv, nj) = (self.num_vertices, self.num_joints);
+        let mut out = vec![0f32; t * nv * 3];
+        let sp = &self.sparse;
+        let rows = v_posed.dims()[0];
+        host_slice(v_posed, |vp| {
+            let threads = std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(t.max(1));
+            let per = t.div_ceil(threads.max(1)).max(1);
+            std::thread::scope(|s| {
+                for (ci, chunk) in out.chunks_mut(per * nv * 3).enumerate() {
+                    s.spawn(move || {
+                        for (fi, of) in chunk.chunks_exact_mut(nv * 3).enumerate() {
+                            let f = ci * per + fi;
+                            let a = &transforms[12 * f * nj..12 * (f + 1) * nj];
+                            let r = if rows == 1 { 0 } else { f };
+                            let p = &vp[3 * nv * r..3 * nv * (r + 1)];
+                            for v in 0..nv {
+                                let mut m = [0f32; 12];
+                                for k in sp.offsets[v]..sp.offsets[v + 1] {
+                                    let w = sp.weights[k];
+                                    let aj = &a[12 * sp.joints[k] as usize
+                                        ..12 * sp.joints[k] as usize + 12];
+                                    for e in 0..12 {
+                                        m[e] += w * aj[e];
+                                    }
+                                }
+                                let (x, y, z) = (p[3 * v], p[3 * v + 1], p[3 * v + 2]);
+                                for i in 0..3 {
+                                    of[3 * v + i] = m[4 * i] * x
+                                        + m[4 * i + 1] * y
+                                        + m[4 * i + 2] * z
+                                        + m[4 * i + 3];
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+        })?;
+        Ok(Tensor::from_vec(out, (t, nv, 3), &self.device)?)
+    }
+
+    /// Device-generic skinning: `[V, J] x [T, J, 12]` then a per-vertex 3x4 product.
+    fn skin_tensor(&self, v_posed: &Tensor, transforms: &[f32], t: usize) -> Result<Tensor> {
+        let (nv, nj) = (self.num_vertices, self.num_joints);
+        let a = Tensor::from_slice(transforms, (t, nj, 12), &self.device)?;
+        let m = self
+            .weights
+            .broadcast_left(t)?
+            .matmul(&a)?
+            .reshape((t, nv, 3, 4))?;
+        let ones = Tensor::ones((t, nv, 1), DType::F32, &self.device)?;
+        let v_posed = v_posed.broadcast_as((t, 3 * nv))?.reshape((t, nv, 3))?;
+        let vh = Tensor::cat(&[&v_posed, &ones], 2)?.unsqueeze(2)?;
+        Ok(m.broadcast_mul(&vh)?.sum(3)?)
+    }
+}
+
+/// Checks `betas` (`[B]`, `[1, B]` or `[T, B]`, `B <= max_b`) and returns it as 2-D.
+fn check_betas(b: &Tensor, t: usize, max_b: usize) -> Result<Tensor> {
+    let b2 = match b.dims() {
+        [n] => b.reshape((1, *n))?,
+        [r, _] if *r == 1 || *r == t => b.clone(),
+        d => return Err(shape_err("betas", &format!("[B], [1, B] or [{t}, B]"), d)),
+    };
+    let nb = b2.dims()[1];
+    if nb > max_b {
+        return Err(SmplError::Params(format!(
+            "{nb} betas given, the model has {max_b} shape coefficients"
+        )));
+    }
+    Ok(b2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_model() -> Result<BodyModel> {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/smplh/SMPLH_NEUTRAL.npz");
+        BodyModel::from_npz(path, &Device::Cpu)
+    }
+
+    #[test]
+    fn tensor_skinning_path_equals_the_sparse_cpu_kernel() -> Result<()> {
+        let model = fixture_model()?;
+        let t = 3;
+        let mut rots = Vec::new();
+        for f in 0..t {
+            for j in 0..model.num_joints {
+                let a = 0.1 * (f + 1) as f32 * ((j % 5) as f32 - 2.0);
+                rots.extend_from_slice(&mat3::axis_angle_to_matrix(&[a, 0.5 * a, -a]));
+            }
+        }
+        let (v_shaped, rest) = model.shaped(None, t)?;
+        let v_posed =
+            v_shaped.broadcast_add(&model.pose_offsets(&rots, t)?.expect("posedirs present"))?;
+        let (_, tr) = model.kinematics(&rots, &rest, t);
+        let a = model.skin_cpu(&v_posed, &tr, t)?;
+        let b = model.skin_tensor(&v_posed, &tr, t)?;
+        let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "max diff {diff}");
+        Ok(())
+    }
+}
