@@ -1,0 +1,427 @@
+//! ACTOR-style transformer encoder, the building block of TMR's motion and text encoders.
+//!
+//! Papers: Petrovich et al., "Action-Conditioned 3D Human Motion Synthesis with Transformer VAE"
+//! (ACTOR, ICCV 2021) and "TMR: Text-to-Motion Retrieval Using Contrastive 3D Human Motion
+//! Synthesis" (ICCV 2023). Architecture (DESIGN §4.5, fixture `tmr.json`):
+//!
+//! 1. `z = projection(x)`, `Linear(nfeats -> d)`;
+//! 2. two learned tokens (`tokens[0]` = mu, `tokens[1]` = logvar) are prepended: `[B, T+2, d]`;
+//! 3. a sinusoidal position table (not stored in the state dict) is added:
+//!    `pe[p, 2i] = sin(p w_i)`, `pe[p, 2i+1] = cos(p w_i)`, `w_i = exp(2i * (-ln(10000) / d))`;
+//! 4. `num_layers` PyTorch post-norm `TransformerEncoderLayer`s: packed `in_proj_weight` split as
+//!    q|k|v, heads channel-major, padded keys excluded, `x = LN1(x + attn)`,
+//!    `x = LN2(x + W2 GELU_erf(W1 x))`, LayerNorm eps 1e-5;
+//! 5. the output is the two token positions `[B, 2, d]` (mu, logvar).
+//!
+//! Mask convention: 1 = valid frame / token. Padded positions are zeroed before the projection,
+//! so their content (even NaN or infinite garbage) never reaches the result.
+
+use candle::{D, DType, Device, Module, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
+use rand::Rng;
+use rand::rngs::StdRng;
+
+/// Sizes of one ACTOR encoder. `Default` gives the reference TMR motion encoder
+/// (`nfeats` 205, `latent_dim` 256, `ff_size` 1024, 6 layers, 4 heads).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ActorEncoderConfig {
+    /// Input feature width (205 for SMPL-RIFKE motion, 512 for CLIP token features).
+    pub nfeats: usize,
+    /// Model width `d`.
+    pub latent_dim: usize,
+    /// Feed-forward width of each transformer layer.
+    pub ff_size: usize,
+    /// Number of transformer layers.
+    pub num_layers: usize,
+    /// Number of attention heads (`latent_dim` must be divisible by it).
+    pub num_heads: usize,
+    /// Dropout probability used by [`ActorEncoder::forward_train`] (the reference trains with 0.1).
+    pub dropout: f64,
+}
+
+impl Default for ActorEncoderConfig {
+    fn default() -> Self {
+        Self::tmr_motion()
+    }
+}
+
+impl ActorEncoderConfig {
+    /// The reference TMR motion encoder (`nfeats` 205).
+    pub fn tmr_motion() -> Self {
+        Self {
+            nfeats: 205,
+            latent_dim: 256,
+            ff_size: 1024,
+            num_layers: 6,
+            num_heads: 4,
+            dropout: 0.1,
+        }
+    }
+
+    /// The reference TMR text encoder (`nfeats` 512, CLIP ViT-B/32 token features).
+    pub fn tmr_text() -> Self {
+        Self {
+            nfeats: 512,
+            ..Self::tmr_motion()
+        }
+    }
+
+    /// Every state-dict key this configuration needs, with its shape.
+    pub fn state_dict_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (d, f) = (self.latent_dim, self.ff_size);
+        let mut keys = vec![
+            ("tokens".to_string(), vec![2, d]),
+            ("projection.weight".to_string(), vec![d, self.nfeats]),
+            ("projection.bias".to_string(), vec![d]),
+        ];
+        for n in 0..self.num_layers {
+            let p = format!("seqTransEncoder.layers.{n}");
+            keys.extend([
+                (format!("{p}.self_attn.in_proj_weight"), vec![3 * d, d]),
+                (format!("{p}.self_attn.in_proj_bias"), vec![3 * d]),
+                (format!("{p}.self_attn.out_proj.weight"), vec![d, d]),
+                (format!("{p}.self_attn.out_proj.bias"), vec![d]),
+                (format!("{p}.linear1.weight"), vec![f, d]),
+                (format!("{p}.linear1.bias"), vec![f]),
+                (format!("{p}.linear2.weight"), vec![d, f]),
+                (format!("{p}.linear2.bias"), vec![d]),
+                (format!("{p}.norm1.weight"), vec![d]),
+                (format!("{p}.norm1.bias"), vec![d]),
+                (format!("{p}.norm2.weight"), vec![d]),
+                (format!("{p}.norm2.bias"), vec![d]),
+            ]);
+        }
+        keys
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.num_heads == 0 || !self.latent_dim.is_multiple_of(self.num_heads) {
+            candle::bail!(
+                "ActorEncoderConfig: latent_dim {} is not divisible by num_heads {}",
+                self.latent_dim,
+                self.num_heads
+            );
+        }
+        if !self.latent_dim.is_multiple_of(2) {
+            candle::bail!(
+                "ActorEncoderConfig: latent_dim {} must be even (sinusoidal positions)",
+                self.latent_dim
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Sinusoidal position table `[rows, d]`, computed in float32 in the reference's order:
+/// `w_i = exp(f32(2i) * f32(-ln(10000) / d))`, `pe[p, 2i] = sin(f32(p) * w_i)`,
+/// `pe[p, 2i+1] = cos(f32(p) * w_i)`.
+pub fn sinusoidal_table(rows: usize, d: usize, device: &Device) -> Result<Tensor> {
+    let factor = (-(10000f64).ln() / d as f64) as f32;
+    let w: Vec<f32> = (0..d / 2)
+        .map(|i| ((2 * i) as f32 * factor).exp())
+        .collect();
+    let mut data = Vec::with_capacity(rows * d);
+    for p in 0..rows {
+        for &wi in &w {
+            let a = p as f32 * wi;
+            data.push(a.sin());
+            data.push(a.cos());
+        }
+    }
+    Tensor::from_vec(data, (rows, d), device)
+}
+
+/// Per-call switches of the shared forward code.
+struct Mode<'a> {
+    /// Use differentiable (slower) LayerNorm / softmax.
+    differentiable: bool,
+    /// Dropout probability and its random source (training only).
+    dropout: Option<(f64, &'a mut StdRng)>,
+}
+
+impl Mode<'_> {
+    fn softmax(&self, x: &Tensor) -> Result<Tensor> {
+        if self.differentiable {
+            candle_nn::ops::softmax(x, D::Minus1)
+        } else {
+            candle_nn::ops::softmax_last_dim(x)
+        }
+    }
+
+    fn dropout(&mut self, x: &Tensor) -> Result<Tensor> {
+        match &mut self.dropout {
+            Some((p, rng)) if *p > 0.0 => {
+                let p = *p;
+                let n = x.elem_count();
+                let keep = (1.0 / (1.0 - p)) as f32;
+                let mask: Vec<f32> = (0..n)
+                    .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+                    .collect();
+                let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+                x.mul(&mask)
+            }
+            _ => Ok(x.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Norm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Norm {
+    const EPS: f64 = 1e-5;
+
+    fn new(d: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(d, "weight")?,
+            bias: vb.get(d, "bias")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
+        if differentiable {
+            // Hand-written so gradients flow (candle's fused layer_norm has no backward).
+            let mean = x.mean_keepdim(D::Minus1)?;
+            let centered = x.broadcast_sub(&mean)?;
+            let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+            let normed = centered.broadcast_div(&(var + Self::EPS)?.sqrt()?)?;
+            normed
+                .broadcast_mul(&self.weight)?
+                .broadcast_add(&self.bias)
+        } else {
+            candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, Self::EPS as f32)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct EncoderLayer {
+    in_proj_weight: Tensor,
+    in_proj_bias: Tensor,
+    out_proj: Linear,
+    linear1: Linear,
+    linear2: Linear,
+    norm1: Norm,
+    norm2: Norm,
+    num_heads: usize,
+    d: usize,
+}
+
+impl EncoderLayer {
+    fn new(cfg: &ActorEncoderConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.latent_dim;
+        let attn = vb.pp("self_attn");
+        Ok(Self {
+            in_proj_weight: attn.get((3 * d, d), "in_proj_weight")?,
+            in_proj_bias: attn.get(3 * d, "in_proj_bias")?,
+            out_proj: candle_nn::linear(d, d, attn.pp("out_proj"))?,
+            linear1: candle_nn::linear(d, cfg.ff_size, vb.pp("linear1"))?,
+            linear2: candle_nn::linear(cfg.ff_size, d, vb.pp("linear2"))?,
+            norm1: Norm::new(d, vb.pp("norm1"))?,
+            norm2: Norm::new(d, vb.pp("norm2"))?,
+            num_heads: cfg.num_heads,
+            d,
+        })
+    }
+
+    /// `x [B, L, d]`, `bias [B, 1, 1, L]` (0 valid, large negative padded). When `queries` is
+    /// `Some(q)`, only the first `q` positions are computed (their result does not depend on
+    /// the other positions' outputs: a post-norm layer is position-wise after attention).
+    fn forward(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        queries: Option<usize>,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
+        let (b, l, d) = x.dims3()?;
+        let (h, dh) = (self.num_heads, self.d / self.num_heads);
+        let lq = queries.unwrap_or(l).min(l);
+        let wq = self.in_proj_weight.narrow(0, 0, d)?;
+        let wkv = self.in_proj_weight.narrow(0, d, 2 * d)?;
+        let bq = self.in_proj_bias.narrow(0, 0, d)?;
+        let bkv = self.in_proj_bias.narrow(0, d, 2 * d)?;
+        let xq = if lq == l {
+            x.clone()
+        } else {
+            x.narrow(1, 0, lq)?
+        };
+        let q = xq.broadcast_matmul(&wq.t()?)?.broadcast_add(&bq)?;
+        let kv = x.broadcast_matmul(&wkv.t()?)?.broadcast_add(&bkv)?;
+        let k = kv.narrow(2, 0, d)?;
+        let v = kv.narrow(2, d, d)?;
+        let heads = |t: &Tensor, n: usize| -> Result<Tensor> {
+            t.reshape((b, n, h, dh))?.transpose(1, 2)?.contiguous()
+        };
+        let scale = 1.0 / (dh as f64).sqrt();
+        let q = (heads(&q, lq)? * scale)?;
+        let k = heads(&k, l)?;
+        let v = heads(&v, l)?;
+        let logits = q.matmul(&k.t()?)?.broadcast_add(bias)?;
+        let p = mode.softmax(&logits)?;
+        let p = mode.dropout(&p)?;
+        let attn = p
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, lq, d))?
+            .apply(&self.out_proj)?;
+        let attn = mode.dropout(&attn)?;
+        let x = self.norm1.forward(&(xq + attn)?, mode.differentiable)?;
+        let ff = self.linear1.forward(&x)?.gelu_erf()?;
+        let ff = mode.dropout(&ff)?;
+        let ff = self.linear2.forward(&ff)?;
+        let ff = mode.dropout(&ff)?;
+        self.norm2.forward(&(x + ff)?, mode.differentiable)
+    }
+}
+
+/// An ACTOR/TMR transformer encoder: `[B, T, nfeats]` + mask -> `[B, 2, d]` (mu, logvar tokens).
+///
+/// ```
+/// use candle::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use tmr::{ActorEncoder, ActorEncoderConfig};
+///
+/// let cfg = ActorEncoderConfig { nfeats: 6, latent_dim: 8, ff_size: 16, num_layers: 1, num_heads: 2, dropout: 0.0 };
+/// let varmap = VarMap::new();
+/// let enc = ActorEncoder::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+/// let x = Tensor::zeros((3, 5, 6), DType::F32, &Device::Cpu)?;
+/// let mask = Tensor::ones((3, 5), DType::F32, &Device::Cpu)?;
+/// assert_eq!(enc.forward(&x, &mask)?.dims(), &[3, 2, 8]);
+/// # Ok::<(), candle::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ActorEncoder {
+    cfg: ActorEncoderConfig,
+    tokens: Tensor,
+    projection: Linear,
+    layers: Vec<EncoderLayer>,
+}
+
+impl ActorEncoder {
+    /// Builds the encoder from a [`VarBuilder`] rooted at the state-dict root (keys `tokens`,
+    /// `projection.*`, `seqTransEncoder.layers.N.*`), e.g. `VarBuilder::from_pth` on the
+    /// reference `tmr-motion_encoder.pt`.
+    pub fn new(cfg: &ActorEncoderConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let d = cfg.latent_dim;
+        let tokens = vb.get_with_hints(
+            (2, d),
+            "tokens",
+            candle_nn::Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+        )?;
+        let projection = candle_nn::linear(cfg.nfeats, d, vb.pp("projection"))?;
+        let layers = (0..cfg.num_layers)
+            .map(|n| EncoderLayer::new(cfg, vb.pp(format!("seqTransEncoder.layers.{n}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            tokens,
+            projection,
+            layers,
+        })
+    }
+
+    /// The configuration this encoder was built with.
+    pub fn config(&self) -> &ActorEncoderConfig {
+        &self.cfg
+    }
+
+    /// Encodes a padded batch (inference: no dropout, fused kernels).
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, nfeats]` float;
+    /// - `mask`: `[B, T]`, 1 = valid, 0 = padding; f32 (1.0 / 0.0) or u8 (any non-zero = valid);
+    /// - returns `[B, 2, latent_dim]`: row 0 = mu, row 1 = logvar.
+    ///
+    /// Padded positions are ignored entirely (their content does not change the result).
+    pub fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let mut mode = Mode {
+            differentiable: false,
+            dropout: None,
+        };
+        self.forward_impl(x, mask, &mut mode)
+    }
+
+    /// The mu embedding only: `forward(x, mask)[:, 0]`.
+    ///
+    /// # Shapes
+    /// `x [B, T, nfeats]`, `mask [B, T]` -> `[B, latent_dim]`.
+    pub fn encode_mu(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        self.forward(x, mask)?.narrow(1, 0, 1)?.squeeze(1)
+    }
+
+    /// Training forward: differentiable LayerNorm and softmax, dropout with probability
+    /// `cfg.dropout` drawn from `rng` (attention weights, attention output, feed-forward hidden
+    /// and output, as PyTorch's `TransformerEncoderLayer`).
+    ///
+    /// # Shapes
+    /// Same as [`ActorEncoder::forward`].
+    pub fn forward_train(&self, x: &Tensor, mask: &Tensor, rng: &mut StdRng) -> Result<Tensor> {
+        let mut mode = Mode {
+            differentiable: true,
+            dropout: Some((self.cfg.dropout, rng)),
+        };
+        self.forward_impl(x, mask, &mut mode)
+    }
+
+    fn forward_impl(&self, x: &Tensor, mask: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        let (b, t, n) = x.dims3()?;
+        if n != self.cfg.nfeats {
+            candle::bail!(
+                "ActorEncoder: input has {n} features per position (shape {:?}), the encoder expects nfeats = {}",
+                x.dims(),
+                self.cfg.nfeats
+            );
+        }
+        let mask_dims = mask.dims();
+        if mask_dims != [b, t] {
+            candle::bail!(
+                "ActorEncoder: mask shape {mask_dims:?} does not match input shape {:?} (expected [{b}, {t}])",
+                x.dims()
+            );
+        }
+        let dtype = x.dtype();
+        let device = x.device();
+        let d = self.cfg.latent_dim;
+        // valid [B, T] as u8 (1 = valid), whatever the mask dtype.
+        let valid = mask.ne(0f64)?;
+        let x = valid
+            .unsqueeze(2)?
+            .broadcast_as(x.shape())?
+            .where_cond(x, &x.zeros_like()?)?;
+        let z = self.projection.forward(&x)?;
+        let tokens = self.tokens.unsqueeze(0)?.broadcast_as((b, 2, d))?;
+        let seq = Tensor::cat(&[&tokens.to_dtype(dtype)?, &z], 1)?;
+        let pe = sinusoidal_table(t + 2, d, device)?.to_dtype(dtype)?;
+        let mut seq = seq.broadcast_add(&pe)?;
+        // Additive key bias [B, 1, 1, T+2]: 0 for valid keys, -1e9 for padded ones. The two
+        // token keys are always valid, so no row is fully masked (no NaN); exp(-1e9 - max)
+        // underflows to exactly 0, as -inf would.
+        let key_valid = Tensor::cat(
+            &[
+                &Tensor::ones((b, 2), DType::U8, device)?,
+                &valid.to_dtype(DType::U8)?,
+            ],
+            1,
+        )?;
+        let bias = key_valid
+            .where_cond(
+                &Tensor::zeros((b, t + 2), dtype, device)?,
+                &Tensor::full(-1e9f32, (b, t + 2), device)?.to_dtype(dtype)?,
+            )?
+            .reshape((b, 1, 1, t + 2))?;
+        let last = self.layers.len().saturating_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let queries = if i == last { Some(2) } else { None };
+            seq = layer.forward(&seq, &bias, queries, mode)?;
+        }
+        seq.narrow(1, 0, 2)
+    }
+}

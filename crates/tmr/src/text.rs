@@ -1,0 +1,437 @@
+//! Text encoders: captions -> [`TextFeatures`].
+//!
+//! - [`ClipTextEncoder`]: the CLIP ViT-B/32 text transformer (Radford et al., "Learning
+//!   Transferable Visual Models From Natural Language Supervision", 2021) with its byte-level BPE
+//!   tokenizer, producing the reference data's caption features (DESIGN §4.7): the final
+//!   LayerNorm hidden states (no projection); `pooled` = the state at the end-of-text position,
+//!   `tokens` = the states from start-of-text through end-of-text inclusive. Captions longer than
+//!   77 tokens are truncated as CLIP does (start + the first 75 tokens + end).
+//! - [`SentenceEncoder`]: a BERT-family sentence encoder (Reimers and Gurevych, "Sentence-BERT",
+//!   2019), e.g. all-MiniLM-L6-v2: mean pooling over valid tokens, then L2 normalisation.
+//!
+//! Weights are local Hugging Face folders (`config.json`, `model.safetensors`,
+//! `tokenizer.json`); nothing is downloaded. An empty caption is rejected with
+//! [`TmrError::EmptyCaption`]: use zero features for an unconditional input instead.
+
+use std::path::Path;
+
+use candle::{DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::{bert, clip};
+use tokenizers::Tokenizer;
+
+use crate::error::{Result, TmrError};
+
+/// Features of a batch of captions.
+#[derive(Debug, Clone)]
+pub struct TextFeatures {
+    /// One vector per caption `[B, C]`.
+    pub pooled: Tensor,
+    /// Per-token features `[B, L, C]`, zero at padded positions.
+    pub tokens: Tensor,
+    /// `[B, L]` f32, 1 = valid token, 0 = padding.
+    pub mask: Tensor,
+}
+
+/// Something that turns captions into [`TextFeatures`].
+pub trait TextEncoder {
+    /// Encodes a batch of captions.
+    ///
+    /// # Shapes
+    /// `captions.len() = B` -> pooled `[B, C]`, tokens `[B, L, C]`, mask `[B, L]`
+    /// (`L` = the longest tokenised caption of the batch).
+    fn encode(&self, captions: &[&str]) -> Result<TextFeatures>;
+
+    /// Feature width `C`.
+    fn dim(&self) -> usize;
+}
+
+fn require_file(dir: &Path, name: &str, hint: &str) -> Result<std::path::PathBuf> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(TmrError::MissingFile {
+            path,
+            hint: hint.to_string(),
+        })
+    }
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| TmrError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| TmrError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let mut tok = Tokenizer::from_file(path).map_err(|e| TmrError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    tok.with_padding(None);
+    tok.with_truncation(None)
+        .map_err(|e| TmrError::Tokenizer(e.to_string()))?;
+    Ok(tok)
+}
+
+fn load_safetensors(path: &Path, device: &Device) -> Result<VarBuilder<'static>> {
+    let tensors = candle::safetensors::load(path, device).map_err(|e| TmrError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(VarBuilder::from_tensors(tensors, DType::F32, device))
+}
+
+/// Tokenises each caption (special tokens added by the tokenizer's post-processor), rejecting
+/// empty captions and truncating to `max_len` tokens by keeping the first `max_len - 1` and the
+/// final (end) token.
+fn tokenize(tok: &Tokenizer, captions: &[&str], max_len: usize) -> Result<Vec<Vec<u32>>> {
+    captions
+        .iter()
+        .enumerate()
+        .map(|(index, caption)| {
+            if caption.trim().is_empty() {
+                return Err(TmrError::EmptyCaption { index });
+            }
+            let enc = tok
+                .encode(*caption, true)
+                .map_err(|e| TmrError::Tokenizer(format!("caption {index}: {e}")))?;
+            let mut ids = enc.get_ids().to_vec();
+            if ids.len() > max_len {
+                let last = ids[ids.len() - 1];
+                ids.truncate(max_len - 1);
+                ids.push(last);
+            }
+            Ok(ids)
+        })
+        .collect()
+}
+
+/// Pads token lists to the longest with `pad`; returns ids `[B, L]` (u32) and mask `[B, L]` f32.
+fn pad_batch(ids: &[Vec<u32>], pad: u32, device: &Device) -> Result<(Tensor, Tensor)> {
+    let b = ids.len();
+    let l = ids.iter().map(Vec::len).max().unwrap_or(0);
+    let mut flat = Vec::with_capacity(b * l);
+    let mut mask = Vec::with_capacity(b * l);
+    for row in ids {
+        flat.extend_from_slice(row);
+        flat.extend(std::iter::repeat_n(pad, l - row.len()));
+        mask.extend(std::iter::repeat_n(1f32, row.len()));
+        mask.extend(std::iter::repeat_n(0f32, l - row.len()));
+    }
+    Ok((
+        Tensor::from_vec(flat, (b, l), device)?,
+        Tensor::from_vec(mask, (b, l), device)?,
+    ))
+}
+
+/// Text-transformer sizes read from a Hugging Face `config.json` (a `CLIPTextConfig`, or a full
+/// `CLIPConfig` holding `text_config`); missing fields take the ViT-B/32 values.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default)]
+pub struct ClipTextSizes {
+    /// Vocabulary size (49408 for OpenAI CLIP).
+    pub vocab_size: usize,
+    /// Width (512 for ViT-B/32).
+    pub hidden_size: usize,
+    /// MLP width (2048).
+    pub intermediate_size: usize,
+    /// Layers (12).
+    pub num_hidden_layers: usize,
+    /// Heads (8).
+    pub num_attention_heads: usize,
+    /// Context length (77).
+    pub max_position_embeddings: usize,
+    /// Activation; only `quick_gelu` (the OpenAI models') is supported.
+    pub hidden_act: String,
+    /// LayerNorm epsilon; only 1e-5 is supported.
+    pub layer_norm_eps: f64,
+}
+
+impl Default for ClipTextSizes {
+    fn default() -> Self {
+        Self::vit_base_patch32()
+    }
+}
+
+impl ClipTextSizes {
+    /// OpenAI CLIP ViT-B/32 text transformer (`openai/clip-vit-base-patch32`).
+    pub fn vit_base_patch32() -> Self {
+        Self {
+            vocab_size: 49408,
+            hidden_size: 512,
+            intermediate_size: 2048,
+            num_hidden_layers: 12,
+            num_attention_heads: 8,
+            max_position_embeddings: 77,
+            hidden_act: "quick_gelu".into(),
+            layer_norm_eps: 1e-5,
+        }
+    }
+
+    /// Reads `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let mut value = read_json(path)?;
+        if let Some(text) = value.get_mut("text_config") {
+            value = text.take();
+        }
+        serde_json::from_value(value).map_err(|e| TmrError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn to_candle(&self) -> Result<clip::text_model::ClipTextConfig> {
+        if self.hidden_act != "quick_gelu" {
+            return Err(TmrError::Config(format!(
+                "CLIP hidden_act {:?} is not supported (OpenAI CLIP uses quick_gelu)",
+                self.hidden_act
+            )));
+        }
+        if (self.layer_norm_eps - 1e-5).abs() > 1e-12 {
+            return Err(TmrError::Config(format!(
+                "CLIP layer_norm_eps {} is not supported (OpenAI CLIP uses 1e-5)",
+                self.layer_norm_eps
+            )));
+        }
+        Ok(clip::text_model::ClipTextConfig {
+            vocab_size: self.vocab_size,
+            embed_dim: self.hidden_size,
+            activation: clip::text_model::Activation::QuickGelu,
+            intermediate_size: self.intermediate_size,
+            max_position_embeddings: self.max_position_embeddings,
+            pad_with: None,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            projection_dim: self.hidden_size,
+        })
+    }
+}
+
+const CLIP_HINT: &str = "a CLIP text model folder: fetch config.json, model.safetensors and tokenizer.json of openai/clip-vit-base-patch32 from the Hugging Face hub (e.g. `huggingface-cli download openai/clip-vit-base-patch32 config.json model.safetensors tokenizer.json --local-dir <dir>`)";
+
+/// CLIP text transformer + CLIP BPE tokenizer (DESIGN §4.7 features).
+///
+/// ```no_run
+/// use tmr::{ClipTextEncoder, TextEncoder};
+/// let clip = ClipTextEncoder::from_folder("models/clip-vit-base-patch32", &candle::Device::Cpu)?;
+/// let f = clip.encode(&["a person walks in a circle"])?;
+/// assert_eq!(f.pooled.dims(), &[1, 512]);
+/// # Ok::<(), tmr::TmrError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClipTextEncoder {
+    model: clip::text_model::ClipTextTransformer,
+    tokenizer: Tokenizer,
+    sizes: ClipTextSizes,
+    eot: u32,
+    device: Device,
+}
+
+impl ClipTextEncoder {
+    /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from a local folder
+    /// (a `CLIPModel` or `CLIPTextModel` save; weight names with or without `text_model.`).
+    pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config = require_file(dir, "config.json", CLIP_HINT)?;
+        let weights = require_file(dir, "model.safetensors", CLIP_HINT)?;
+        let tokenizer = require_file(dir, "tokenizer.json", CLIP_HINT)?;
+        let sizes = ClipTextSizes::from_file(&config)?;
+        let tokenizer = load_tokenizer(&tokenizer)?;
+        let vb = load_safetensors(&weights, device)?;
+        Self::new(&sizes, vb, tokenizer)
+    }
+
+    /// Builds the encoder from sizes, weights (a [`VarBuilder`] at the root of a Hugging Face
+    /// CLIP state dict, with or without the `text_model.` prefix) and a CLIP tokenizer.
+    pub fn new(sizes: &ClipTextSizes, vb: VarBuilder, mut tokenizer: Tokenizer) -> Result<Self> {
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| TmrError::Tokenizer(e.to_string()))?;
+        let eot = tokenizer.token_to_id("<|endoftext|>").ok_or_else(|| {
+            TmrError::Tokenizer(
+                "the tokenizer has no <|endoftext|> token: not a CLIP tokenizer".into(),
+            )
+        })?;
+        let vb = if vb.contains_tensor("text_model.embeddings.token_embedding.weight") {
+            vb.pp("text_model")
+        } else {
+            vb
+        };
+        let model = clip::text_model::ClipTextTransformer::new(vb.clone(), &sizes.to_candle()?)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            sizes: sizes.clone(),
+            eot,
+            device: vb.device().clone(),
+        })
+    }
+
+    /// Token ids of each caption, start and end tokens included, truncated to the context
+    /// length as CLIP does.
+    pub fn tokenize(&self, captions: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let ids = tokenize(
+            &self.tokenizer,
+            captions,
+            self.sizes.max_position_embeddings,
+        )?;
+        for (i, row) in ids.iter().enumerate() {
+            if row.last() != Some(&self.eot) {
+                return Err(TmrError::Tokenizer(format!(
+                    "caption {i}: the tokenizer did not append <|endoftext|>; use the CLIP tokenizer.json"
+                )));
+            }
+        }
+        Ok(ids)
+    }
+}
+
+impl TextEncoder for ClipTextEncoder {
+    fn encode(&self, captions: &[&str]) -> Result<TextFeatures> {
+        let ids = self.tokenize(captions)?;
+        // Pad with end-of-text: the causal mask keeps positions <= end-of-text independent
+        // of whatever follows, so the padding content does not matter.
+        let (input, mask) = pad_batch(&ids, self.eot, &self.device)?;
+        let hidden = self.model.forward_with_mask(&input, usize::MAX)?;
+        let pooled = ids
+            .iter()
+            .enumerate()
+            .map(|(b, row)| hidden.i((b, row.len() - 1)))
+            .collect::<candle::Result<Vec<_>>>()?;
+        let pooled = Tensor::stack(&pooled, 0)?;
+        let tokens = hidden.broadcast_mul(&mask.unsqueeze(2)?)?;
+        Ok(TextFeatures {
+            pooled,
+            tokens,
+            mask,
+        })
+    }
+
+    fn dim(&self) -> usize {
+        self.sizes.hidden_size
+    }
+}
+
+const BERT_HINT: &str = "a sentence-transformers model folder: fetch config.json, model.safetensors and tokenizer.json of e.g. sentence-transformers/all-MiniLM-L6-v2 from the Hugging Face hub (`huggingface-cli download sentence-transformers/all-MiniLM-L6-v2 config.json model.safetensors tokenizer.json --local-dir <dir>`)";
+
+/// BERT-family sentence encoder (all-MiniLM-L6-v2 style): mean pooling over valid tokens,
+/// L2 normalisation.
+///
+/// ```no_run
+/// use tmr::{SentenceEncoder, TextEncoder};
+/// let enc = SentenceEncoder::from_folder("models/all-MiniLM-L6-v2", &candle::Device::Cpu)?;
+/// let f = enc.encode(&["a person jumps"])?;
+/// assert_eq!(f.pooled.dims(), &[1, 384]);
+/// # Ok::<(), tmr::TmrError>(())
+/// ```
+pub struct SentenceEncoder {
+    model: bert::BertModel,
+    tokenizer: Tokenizer,
+    hidden: usize,
+    max_len: usize,
+    pad: u32,
+    device: Device,
+}
+
+impl std::fmt::Debug for SentenceEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentenceEncoder")
+            .field("hidden", &self.hidden)
+            .field("max_len", &self.max_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SentenceEncoder {
+    /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from a local folder.
+    /// The maximum length is `max_seq_length` of `sentence_bert_config.json` when present,
+    /// else `max_position_embeddings`.
+    pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config = require_file(dir, "config.json", BERT_HINT)?;
+        let weights = require_file(dir, "model.safetensors", BERT_HINT)?;
+        let tokenizer = require_file(dir, "tokenizer.json", BERT_HINT)?;
+        let cfg: bert::Config =
+            serde_json::from_value(read_json(&config)?).map_err(|e| TmrError::Read {
+                path: config.clone(),
+                reason: e.to_string(),
+            })?;
+        let st = dir.join("sentence_bert_config.json");
+        let max_len = if st.is_file() {
+            read_json(&st)?
+                .get("max_seq_length")
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+                .unwrap_or(cfg.max_position_embeddings)
+                .min(cfg.max_position_embeddings)
+        } else {
+            cfg.max_position_embeddings
+        };
+        let tokenizer = load_tokenizer(&tokenizer)?;
+        let vb = load_safetensors(&weights, device)?;
+        Self::new(&cfg, vb, tokenizer, max_len)
+    }
+
+    /// Builds the encoder from a candle BERT config, weights (with or without a `bert.`
+    /// prefix), a WordPiece tokenizer and the maximum token count (special tokens included).
+    pub fn new(
+        cfg: &bert::Config,
+        vb: VarBuilder,
+        mut tokenizer: Tokenizer,
+        max_len: usize,
+    ) -> Result<Self> {
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| TmrError::Tokenizer(e.to_string()))?;
+        if max_len < 2 {
+            return Err(TmrError::Config(format!("max_len {max_len} < 2")));
+        }
+        let device = vb.device().clone();
+        let model = bert::BertModel::load(vb, cfg)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            hidden: cfg.hidden_size,
+            max_len,
+            pad: cfg.pad_token_id as u32,
+            device,
+        })
+    }
+}
+
+impl TextEncoder for SentenceEncoder {
+    fn encode(&self, captions: &[&str]) -> Result<TextFeatures> {
+        let ids = tokenize(&self.tokenizer, captions, self.max_len)?;
+        let (input, mask) = pad_batch(&ids, self.pad, &self.device)?;
+        let type_ids = input.zeros_like()?;
+        let hidden = self.model.forward(&input, &type_ids, Some(&mask))?;
+        let m = mask.unsqueeze(2)?;
+        let tokens = hidden.broadcast_mul(&m)?;
+        let count = mask.sum_keepdim(1)?.clamp(1e-9f32, f32::MAX)?;
+        let mean = tokens.sum(1)?.broadcast_div(&count)?;
+        let norm = mean
+            .sqr()?
+            .sum_keepdim(1)?
+            .sqrt()?
+            .clamp(1e-12f32, f32::MAX)?;
+        let pooled = mean.broadcast_div(&norm)?;
+        Ok(TextFeatures {
+            pooled,
+            tokens,
+            mask,
+        })
+    }
+
+    fn dim(&self) -> usize {
+        self.hidden
+    }
+}

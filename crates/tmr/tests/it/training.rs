@@ -1,0 +1,1 @@
+//! TMR training on synthetic clusters: motion cluster k is paired with text cluster k.
