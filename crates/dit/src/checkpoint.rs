@@ -1,0 +1,446 @@
+//! Loading reference weights: Lightning training checkpoints (`.ckpt`, a `torch.save` zip
+//! pickle whose `state_dict` holds `net.*` and `ema.ema_model.*`), plain state-dict `.pt`
+//! files and `.safetensors`. Every key the network needs must exist with the right shape and
+//! no network key may be left unused; the error names every offender.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use candle::pickle::{Object, Stack};
+use candle::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder, VarMap};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Normal};
+
+use crate::config::DitConfig;
+use crate::model::Dit;
+
+/// Errors raised while loading a DiT.
+#[derive(Debug, thiserror::Error)]
+pub enum DitError {
+    /// The file could not be opened or parsed.
+    #[error("cannot read checkpoint {path}: {reason}")]
+    Read {
+        /// The offending file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The file holds no tensors under any of the expected prefixes.
+    #[error(
+        "checkpoint {path} holds no DiT weights: no key starts with {prefixes:?} \
+         ({count} tensors found{sample})"
+    )]
+    NoWeights {
+        /// The offending file.
+        path: PathBuf,
+        /// Prefixes looked for.
+        prefixes: Vec<String>,
+        /// Number of tensors the file holds.
+        count: usize,
+        /// A few of the keys found, for the message.
+        sample: String,
+    },
+    /// Keys are missing, have the wrong shape, or are not used by the network.
+    #[error(
+        "weights from {source_name} do not fit the {variant} DiT config: \
+         missing {missing:?}; wrong shape {wrong_shape:?}; unused {unused:?}"
+    )]
+    KeyMismatch {
+        /// Where the weights came from (file and prefix).
+        source_name: String,
+        /// The configured variant.
+        variant: String,
+        /// Needed keys that are absent, with the expected shape.
+        missing: Vec<String>,
+        /// Keys whose shape differs: `key: expected [..], found [..]`.
+        wrong_shape: Vec<String>,
+        /// Network keys (`model.*`) that the network did not use.
+        unused: Vec<String>,
+    },
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle::Error),
+}
+
+/// Prefixes of the sampling network in a Lightning checkpoint, in order of preference.
+pub const CHECKPOINT_PREFIXES: [&str; 2] = ["ema.ema_model.", "net."];
+
+#[derive(Default)]
+struct AuditLog {
+    used: BTreeSet<String>,
+    missing: Vec<String>,
+    wrong_shape: Vec<String>,
+}
+
+/// A `VarBuilder` backend over a tensor map that records every access, so that all missing
+/// keys, wrong shapes and unused keys are reported at once (zeros stand in for bad entries
+/// while the network is built; the build is then rejected).
+struct Audit {
+    tensors: HashMap<String, Tensor>,
+    log: Mutex<AuditLog>,
+}
+
+struct AuditRef<'a>(&'a Audit);
+
+impl SimpleBackend for AuditRef<'_> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle::Result<Tensor> {
+        let mut log = self
+            .0
+            .log
+            .lock()
+            .map_err(|_| candle::Error::Msg("audit lock poisoned".into()))?;
+        match self.0.tensors.get(name) {
+            Some(t) => {
+                log.used.insert(name.to_string());
+                if t.shape() != &s {
+                    log.wrong_shape.push(format!(
+                        "{name}: expected {:?}, found {:?}",
+                        s.dims(),
+                        t.dims()
+                    ));
+                    return Tensor::zeros(s, dtype, dev);
+                }
+                t.to_dtype(dtype)?.to_device(dev)
+            }
+            None => {
+                log.missing.push(format!("{name} {:?}", s.dims()));
+                Tensor::zeros(s, dtype, dev)
+            }
+        }
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle::Result<Tensor> {
+        let mut log = self
+            .0
+            .log
+            .lock()
+            .map_err(|_| candle::Error::Msg("audit lock poisoned".into()))?;
+        match self.0.tensors.get(name) {
+            Some(t) => {
+                log.used.insert(name.to_string());
+                t.to_dtype(dtype)?.to_device(dev)
+            }
+            None => {
+                log.missing.push(name.to_string());
+                candle::bail!("missing tensor {name}")
+            }
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.tensors.contains_key(name)
+    }
+}
+
+impl Dit {
+    /// Builds a network from a map of reference keys (`model.*`), checking that every needed
+    /// key is present with the right shape and that every `model.*` key is used.
+    /// `source_name` names the origin in errors.
+    pub fn from_tensors(
+        tensors: HashMap<String, Tensor>,
+        cfg: &DitConfig,
+        device: &Device,
+        source_name: &str,
+    ) -> Result<Dit, DitError> {
+        let audit = Audit {
+            tensors,
+            log: Mutex::new(AuditLog::default()),
+        };
+        let vb = VarBuilder::from_backend(Box::new(AuditRef(&audit)), DType::F32, device.clone());
+        let built = Dit::new(cfg, vb);
+        let log = audit
+            .log
+            .into_inner()
+            .map_err(|_| candle::Error::Msg("audit lock poisoned".into()))?;
+        let unused: Vec<String> = audit
+            .tensors
+            .keys()
+            .filter(|k| k.starts_with("model.") && !log.used.contains(*k))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !log.missing.is_empty() || !log.wrong_shape.is_empty() || !unused.is_empty() {
+            return Err(DitError::KeyMismatch {
+                source_name: source_name.to_string(),
+                variant: cfg.variant.to_string(),
+                missing: log.missing,
+                wrong_shape: log.wrong_shape,
+                unused,
+            });
+        }
+        Ok(built?)
+    }
+
+    /// Loads a network from a reference checkpoint, chosen by extension:
+    /// - `.ckpt`: a Lightning checkpoint (torch zip pickle, weights under `state_dict`); the
+    ///   EMA weights `ema.ema_model.*` are taken, falling back to the online `net.*`; other
+    ///   keys (`tmr.*`, `ema.online_model.*`, scalars) are ignored;
+    /// - `.pt` / `.pth` / `.bin`: a plain state dict (keys `model.*`, or with one of the
+    ///   prefixes above), possibly nested under `state_dict`;
+    /// - `.safetensors`: the same keys.
+    pub fn from_checkpoint(
+        path: impl AsRef<Path>,
+        cfg: &DitConfig,
+        device: &Device,
+    ) -> Result<Dit, DitError> {
+        let path = path.as_ref();
+        let (tensors, prefix) = read_network_tensors(path)?;
+        let tensors = tensors
+            .into_iter()
+            .map(|(k, t)| t.to_device(device).map(|t| (k, t)))
+            .collect::<candle::Result<HashMap<_, _>>>()?;
+        let source = format!("{} (prefix {prefix:?})", path.display());
+        Dit::from_tensors(tensors, cfg, device, &source)
+    }
+
+    /// A network with freshly initialised, seeded weights held in a [`VarMap`] (for training
+    /// and benchmarks): weight matrices `N(0, 0.02)`, biases 0, LayerNorm scales 1. The
+    /// position tables and time frequencies are computed, not trainable.
+    pub fn init_random(
+        cfg: &DitConfig,
+        seed: u64,
+        device: &Device,
+    ) -> candle::Result<(Dit, VarMap)> {
+        // Discover every parameter with its shape by building once over a recording backend.
+        let audit = Audit {
+            tensors: HashMap::new(),
+            log: Mutex::new(AuditLog::default()),
+        };
+        let vb = VarBuilder::from_backend(Box::new(AuditRef(&audit)), DType::F32, Device::Cpu);
+        let probe = Dit::new(cfg, vb)?;
+        drop(probe);
+        let log = audit
+            .log
+            .into_inner()
+            .map_err(|_| candle::Error::Msg("audit lock poisoned".into()))?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let normal = Normal::new(0f32, 0.02).map_err(|e| candle::Error::Msg(e.to_string()))?;
+        let varmap = VarMap::new();
+        {
+            let mut data = varmap
+                .data()
+                .lock()
+                .map_err(|_| candle::Error::Msg("varmap lock poisoned".into()))?;
+            for entry in &log.missing {
+                let (name, dims) = parse_missing(entry)?;
+                let n: usize = dims.iter().product();
+                let values: Vec<f32> = if name.ends_with(".bias") {
+                    vec![0.0; n]
+                } else if dims.len() == 1 {
+                    vec![1.0; n]
+                } else {
+                    (0..n).map(|_| normal.sample(&mut rng)).collect()
+                };
+                let t = Tensor::from_vec(values, dims, device)?;
+                data.insert(name, candle::Var::from_tensor(&t)?);
+            }
+        }
+        let dit = Dit::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+        Ok((dit, varmap))
+    }
+}
+
+/// Splits an audit entry `name [d0, d1]` back into its parts.
+fn parse_missing(entry: &str) -> candle::Result<(String, Vec<usize>)> {
+    let (name, dims) = entry
+        .split_once(' ')
+        .ok_or_else(|| candle::Error::Msg(format!("bad parameter entry {entry}")))?;
+    let dims = dims
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse::<usize>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| candle::Error::Msg(format!("bad parameter entry {entry}: {e}")))?;
+    Ok((name.to_string(), dims))
+}
+
+fn read_err(path: &Path, reason: impl std::fmt::Display) -> DitError {
+    DitError::Read {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Reads the network tensors of a checkpoint, keyed `model.*`, and the prefix they came from.
+fn read_network_tensors(path: &Path) -> Result<(HashMap<String, Tensor>, String), DitError> {
+    if !path.exists() {
+        return Err(read_err(path, "file not found"));
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let all: HashMap<String, Tensor> = if ext == "safetensors" {
+        candle::safetensors::load(path, &Device::Cpu).map_err(|e| read_err(path, e))?
+    } else {
+        read_torch_state_dict(path)?
+    };
+    select_network(path, all)
+}
+
+/// Picks `ema.ema_model.*`, else `net.*`, else bare `model.*` keys, stripping the prefix.
+fn select_network(
+    path: &Path,
+    all: HashMap<String, Tensor>,
+) -> Result<(HashMap<String, Tensor>, String), DitError> {
+    for prefix in CHECKPOINT_PREFIXES {
+        let picked: HashMap<String, Tensor> = all
+            .iter()
+            .filter_map(|(k, t)| {
+                k.strip_prefix(prefix)
+                    .filter(|rest| rest.starts_with("model."))
+                    .map(|rest| (rest.to_string(), t.clone()))
+            })
+            .collect();
+        if !picked.is_empty() {
+            return Ok((picked, prefix.to_string()));
+        }
+    }
+    let bare: HashMap<String, Tensor> = all
+        .iter()
+        .filter(|(k, _)| k.starts_with("model."))
+        .map(|(k, t)| (k.clone(), t.clone()))
+        .collect();
+    if !bare.is_empty() {
+        return Ok((bare, String::new()));
+    }
+    let mut keys: Vec<&String> = all.keys().collect();
+    keys.sort();
+    let sample = if keys.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; e.g. {:?}",
+            keys.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>()
+        )
+    };
+    Err(DitError::NoWeights {
+        path: path.to_path_buf(),
+        prefixes: CHECKPOINT_PREFIXES
+            .iter()
+            .map(|s| s.to_string())
+            .chain(std::iter::once("model.".to_string()))
+            .collect(),
+        count: all.len(),
+        sample,
+    })
+}
+
+/// Reads every float tensor of a `torch.save` zip archive: the top-level dict, or its
+/// `state_dict` entry when there is one. Non-tensor entries and storages candle cannot read
+/// (bool, int32) are skipped silently; an archive without a dict of tensors is an error
+/// (candle's own reader returns an empty map in that case).
+fn read_torch_state_dict(path: &Path) -> Result<HashMap<String, Tensor>, DitError> {
+    let file = std::fs::File::open(path).map_err(|e| read_err(path, e))?;
+    let mut zip = zip::ZipArchive::new(BufReader::new(file))
+        .map_err(|e| read_err(path, format!("not a torch zip archive ({e})")))?;
+    let pkl = (0..zip.len())
+        .filter_map(|i| zip.name_for_index(i).map(str::to_string))
+        .find(|n| n.ends_with("data.pkl"))
+        .ok_or_else(|| read_err(path, "no data.pkl in the archive"))?;
+    let dir = Path::new(pkl.strip_suffix(".pkl").unwrap_or(&pkl)).to_path_buf();
+    let obj = {
+        let reader = zip.by_name(&pkl).map_err(|e| read_err(path, e))?;
+        let mut reader = BufReader::new(reader);
+        let mut stack = Stack::empty();
+        stack
+            .read_loop(&mut reader)
+            .map_err(|e| read_err(path, format!("cannot unpickle {pkl}: {e}")))?;
+        stack
+            .finalize()
+            .map_err(|e| read_err(path, format!("cannot unpickle {pkl}: {e}")))?
+    };
+    let top = dict_entries(obj).ok_or_else(|| {
+        read_err(
+            path,
+            "the top-level object is not a dict (a bare tensor or a module?): expected a state dict",
+        )
+    })?;
+    let has_state_dict = top
+        .iter()
+        .any(|(k, _)| matches!(k, Object::Unicode(s) if s == "state_dict"));
+    let entries = if has_state_dict {
+        top.into_iter()
+            .find(|(k, _)| matches!(k, Object::Unicode(s) if s == "state_dict"))
+            .map(|(_, v)| v)
+            .and_then(dict_entries)
+            .ok_or_else(|| read_err(path, "`state_dict` is not a dict"))?
+    } else {
+        top
+    };
+    let mut out = HashMap::new();
+    for (name, value) in entries {
+        let info = match value.into_tensor_info(name, &dir) {
+            Ok(Some(info)) => info,
+            // Not a tensor, or a storage type candle does not read (bool / int32 scalars such
+            // as `ema.initted`): not part of the network.
+            Ok(None) | Err(_) => continue,
+        };
+        let t = read_tensor(&mut zip, &info)
+            .map_err(|e| read_err(path, format!("cannot read tensor {}: {e}", info.name)))?;
+        out.insert(info.name.clone(), t);
+    }
+    if out.is_empty() {
+        return Err(read_err(path, "the state dict holds no readable tensors"));
+    }
+    Ok(out)
+}
+
+/// The key/value pairs of a pickled dict or `OrderedDict` (possibly wrapped in a `Build`).
+fn dict_entries(obj: Object) -> Option<Vec<(Object, Object)>> {
+    match obj {
+        Object::Dict(kv) => Some(kv),
+        Object::Build { callable, .. } => dict_entries(*callable),
+        Object::Reduce { callable, args } => match *callable {
+            Object::Class { class_name, .. } if class_name == "OrderedDict" => {
+                dict_entries(*args).or(Some(Vec::new()))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn read_tensor<R: Read + std::io::Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    info: &candle::pickle::TensorInfo,
+) -> candle::Result<Tensor> {
+    let mut reader = zip
+        .by_name(&info.path)
+        .map_err(|e| candle::Error::Msg(format!("storage {}: {e}", info.path)))?;
+    let layout = &info.layout;
+    if !layout.is_contiguous() {
+        candle::bail!("non-contiguous stored tensor {:?} is not supported", layout)
+    }
+    let start = layout.start_offset();
+    if start > 0 {
+        std::io::copy(
+            &mut reader.by_ref().take(start as u64),
+            &mut std::io::sink(),
+        )?;
+    }
+    let n = layout.shape().elem_count() * info.dtype.size_in_bytes();
+    let mut bytes = vec![0u8; n];
+    reader.read_exact(&mut bytes)?;
+    let t = Tensor::from_raw_buffer(&bytes, info.dtype, layout.dims(), &Device::Cpu)?;
+    if t.dtype() == DType::F32 {
+        Ok(t)
+    } else {
+        t.to_dtype(DType::F32)
+    }
+}

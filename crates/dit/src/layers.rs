@@ -1,0 +1,467 @@
+//! Transformer layers of the reference DiT (Peebles & Xie, "Scalable Diffusion Models with
+//! Transformers", 2023; pre-LayerNorm blocks as in Xiong et al., "On Layer Normalization in the
+//! Transformer Architecture", 2020), with weight names equal to the PyTorch module paths.
+//!
+//! Every layer runs in one of two modes given by [`Ctx`]: inference (fused CPU kernels, no
+//! gradient, deterministic) or training (differentiable candle ops; dropout and stochastic depth
+//! drawn from a seeded RNG).
+
+use candle::{DType, Device, Result, Tensor};
+use candle_nn::VarBuilder;
+use rand::Rng;
+use rand::rngs::StdRng;
+
+use crate::ops;
+
+/// LayerNorm epsilon of every norm in the reference network.
+pub(crate) const LN_EPS: f64 = 1e-6;
+
+/// Forward context: `train` is `None` in inference.
+pub(crate) struct Ctx<'a> {
+    pub train: Option<&'a mut StdRng>,
+    pub dropout: f64,
+    pub stochastic_depth: f64,
+}
+
+impl Ctx<'_> {
+    pub fn eval() -> Ctx<'static> {
+        Ctx {
+            train: None,
+            dropout: 0.0,
+            stochastic_depth: 0.0,
+        }
+    }
+
+    /// Inference uses the fused kernels.
+    pub fn fast(&self) -> bool {
+        self.train.is_none()
+    }
+
+    /// Element-wise inverted dropout with probability `self.dropout` (identity in inference).
+    pub fn dropout(&mut self, x: &Tensor) -> Result<Tensor> {
+        let p = self.dropout;
+        match self.train.as_deref_mut() {
+            Some(rng) if p > 0.0 => {
+                let keep = 1.0 / (1.0 - p) as f32;
+                let m: Vec<f32> = (0..x.elem_count())
+                    .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+                    .collect();
+                x.mul(&Tensor::from_vec(m, x.shape(), x.device())?)
+            }
+            _ => Ok(x.clone()),
+        }
+    }
+
+    /// Stochastic depth (Huang et al., "Deep Networks with Stochastic Depth", 2016): drops the
+    /// residual branch `[B, ...]` of a whole sample with probability `self.stochastic_depth`,
+    /// scaling kept branches by `1 / (1 - p)`.
+    pub fn drop_path(&mut self, x: &Tensor) -> Result<Tensor> {
+        let p = self.stochastic_depth;
+        match self.train.as_deref_mut() {
+            Some(rng) if p > 0.0 => {
+                let b = x.dim(0)?;
+                let keep = 1.0 / (1.0 - p) as f32;
+                let m: Vec<f32> = (0..b)
+                    .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+                    .collect();
+                let mut shape = vec![1usize; x.rank()];
+                shape[0] = b;
+                x.broadcast_mul(&Tensor::from_vec(m, shape, x.device())?)
+            }
+            _ => Ok(x.clone()),
+        }
+    }
+}
+
+/// `y = x W^T + b`, PyTorch `nn.Linear` layout (`weight [out, in]`, `bias [out]`).
+#[derive(Debug, Clone)]
+pub(crate) struct Linear {
+    w: Tensor,
+    b: Tensor,
+}
+
+impl Linear {
+    pub fn new(vb: VarBuilder, d_in: usize, d_out: usize) -> Result<Self> {
+        Ok(Self {
+            w: vb.get((d_out, d_in), "weight")?,
+            b: vb.get(d_out, "bias")?,
+        })
+    }
+
+    fn matmul(&self, x: &Tensor) -> Result<(Tensor, Vec<usize>)> {
+        let dims = x.dims().to_vec();
+        let d_in = *dims.last().unwrap_or(&0);
+        let n = x.elem_count() / d_in.max(1);
+        let y = x.reshape((n, d_in))?.matmul(&self.w.t()?)?;
+        let mut out = dims;
+        if let Some(last) = out.last_mut() {
+            *last = self.w.dim(0)?;
+        }
+        Ok((y, out))
+    }
+
+    /// # Shapes
+    /// `x: [..., in]` -> `[..., out]`.
+    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let (y, out) = self.matmul(x)?;
+        ops::bias_add(&y, &self.b, ctx.fast())?.reshape(out)
+    }
+
+    /// `gelu_erf(Linear(x))`, bias add and GELU fused in inference.
+    pub fn forward_gelu(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let (y, out) = self.matmul(x)?;
+        ops::bias_gelu(&y, &self.b, ctx.fast())?.reshape(out)
+    }
+}
+
+/// Affine LayerNorm (eps 1e-6).
+#[derive(Debug, Clone)]
+pub(crate) struct LayerNorm {
+    w: Tensor,
+    b: Tensor,
+}
+
+impl LayerNorm {
+    pub fn new(vb: VarBuilder, d: usize) -> Result<Self> {
+        Ok(Self {
+            w: vb.get(d, "weight")?,
+            b: vb.get(d, "bias")?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        ops::layer_norm(x, Some((&self.w, &self.b)), LN_EPS, ctx.fast())
+    }
+}
+
+/// `[B, N, D]` -> `[B*H, N, dh]`, heads split channel-major (`channel = head * dh + j`).
+fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, n, d) = x.dims3()?;
+    x.reshape((b, n, heads, d / heads))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b * heads, n, d / heads))
+}
+
+/// Multi-head scaled dot-product attention (Vaswani et al., "Attention Is All You Need", 2017)
+/// on heads already split: `q: [B*H, Nq, dh]`, `k, v: [B*H, Nk, dh]`, optional additive key
+/// bias `[B, Nk]`. Returns `[B, Nq, H*dh]`.
+fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    batch: usize,
+    bias: Option<&Tensor>,
+    ctx: &mut Ctx,
+) -> Result<Tensor> {
+    let (bh, nq, dh) = q.dims3()?;
+    let nk = k.dim(1)?;
+    let heads = bh / batch;
+    let q = (q * (1.0 / (dh as f64).sqrt()))?;
+    let logits = q.matmul(&k.t()?)?.reshape((batch, heads, nq, nk))?;
+    let p = ops::attention_softmax(&logits, bias, ctx.fast())?;
+    let p = ctx.dropout(&p)?;
+    p.reshape((bh, nq, nk))?
+        .matmul(v)?
+        .reshape((batch, heads, nq, dh))?
+        .transpose(1, 2)?
+        .reshape((batch, nq, heads * dh))
+}
+
+/// Self-attention with one packed `qkv` projection (`[q | k | v]`) and an output projection.
+#[derive(Debug, Clone)]
+pub(crate) struct SelfAttention {
+    qkv: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl SelfAttention {
+    pub fn new(vb: VarBuilder, d: usize, heads: usize) -> Result<Self> {
+        Ok(Self {
+            qkv: Linear::new(vb.pp("qkv"), d, 3 * d)?,
+            out: Linear::new(vb.pp("out"), d, d)?,
+            heads,
+        })
+    }
+
+    /// # Shapes
+    /// `x: [B, N, D]`, `bias: [B, N]` (additive, per key) -> `[B, N, D]`.
+    pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
+        let (b, n, d) = x.dims3()?;
+        let h = self.heads;
+        let qkv = self
+            .qkv
+            .forward(x, ctx)?
+            .reshape((b, n, 3, h, d / h))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        let get = |i: usize| qkv.get(i)?.reshape((b * h, n, d / h));
+        let a = attend(&get(0)?, &get(1)?, &get(2)?, b, bias, ctx)?;
+        self.out.forward(&a, ctx)
+    }
+}
+
+/// Cross-attention: queries from the motion tokens (`q`), keys and values from the condition
+/// tokens through one packed projection (`kv`, `[k | v]`).
+#[derive(Debug, Clone)]
+pub(crate) struct CrossAttention {
+    q: Linear,
+    kv: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl CrossAttention {
+    pub fn new(vb: VarBuilder, d: usize, heads: usize) -> Result<Self> {
+        Ok(Self {
+            q: Linear::new(vb.pp("q"), d, d)?,
+            kv: Linear::new(vb.pp("kv"), d, 2 * d)?,
+            out: Linear::new(vb.pp("out"), d, d)?,
+            heads,
+        })
+    }
+
+    /// # Shapes
+    /// `x: [B, N, D]`, `cond: [B, L, D]`, `bias: [B, L]` -> `[B, N, D]`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cond: &Tensor,
+        bias: Option<&Tensor>,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
+        let (b, _n, d) = x.dims3()?;
+        let l = cond.dim(1)?;
+        let h = self.heads;
+        let q = split_heads(&self.q.forward(x, ctx)?, h)?;
+        let kv = self
+            .kv
+            .forward(cond, ctx)?
+            .reshape((b, l, 2, h, d / h))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        let k = kv.get(0)?.reshape((b * h, l, d / h))?;
+        let v = kv.get(1)?.reshape((b * h, l, d / h))?;
+        let a = attend(&q, &k, &v, b, bias, ctx)?;
+        self.out.forward(&a, ctx)
+    }
+}
+
+/// The MLP `ffn.0 -> GELU(erf) -> dropout -> ffn.3`.
+#[derive(Debug, Clone)]
+pub(crate) struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Mlp {
+    pub fn new(vb: VarBuilder, d: usize, hidden: usize) -> Result<Self> {
+        Ok(Self {
+            fc1: Linear::new(vb.pp("0"), d, hidden)?,
+            fc2: Linear::new(vb.pp("3"), hidden, d)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let h = self.fc1.forward_gelu(x, ctx)?;
+        let h = ctx.dropout(&h)?;
+        self.fc2.forward(&h, ctx)
+    }
+}
+
+/// Pre-LN self-attention block: `z += SA(LN_a(z)); z += MLP(LN_b(z))`.
+#[derive(Debug, Clone)]
+pub(crate) struct PreLnBlock {
+    initial_ln: LayerNorm,
+    sa: SelfAttention,
+    middle_ln: LayerNorm,
+    ffn: Mlp,
+}
+
+impl PreLnBlock {
+    pub fn new(vb: VarBuilder, d: usize, heads: usize, hidden: usize) -> Result<Self> {
+        Ok(Self {
+            initial_ln: LayerNorm::new(vb.pp("initial_ln"), d)?,
+            sa: SelfAttention::new(vb.pp("sa"), d, heads)?,
+            middle_ln: LayerNorm::new(vb.pp("middle_ln"), d)?,
+            ffn: Mlp::new(vb.pp("ffn"), d, hidden)?,
+        })
+    }
+
+    /// # Shapes
+    /// `z: [B, N, D]`, `bias: [B, N]` -> `[B, N, D]`.
+    pub fn forward(&self, z: &Tensor, bias: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
+        let a = self
+            .sa
+            .forward(&self.initial_ln.forward(z, ctx)?, bias, ctx)?;
+        let z = (z + ctx.drop_path(&a)?)?;
+        let m = self.ffn.forward(&self.middle_ln.forward(&z, ctx)?, ctx)?;
+        z + ctx.drop_path(&m)?
+    }
+}
+
+/// AdaLN block: `(shift, scale, gate) x 2 = Linear(SiLU(c))`,
+/// `h += gate * f(LN(h) * (1 + scale) + shift)` for `f` = self-attention, then MLP.
+#[derive(Debug, Clone)]
+pub(crate) struct AdaLnBlock {
+    modulation: Linear,
+    sa: SelfAttention,
+    ffn: Mlp,
+    d: usize,
+}
+
+impl AdaLnBlock {
+    pub fn new(vb: VarBuilder, d: usize, heads: usize, hidden: usize) -> Result<Self> {
+        Ok(Self {
+            modulation: Linear::new(vb.pp("adaln_modulation.1"), d, 6 * d)?,
+            sa: SelfAttention::new(vb.pp("sa"), d, heads)?,
+            ffn: Mlp::new(vb.pp("ffn"), d, hidden)?,
+            d,
+        })
+    }
+
+    /// # Shapes
+    /// `h: [B, N, D]`, `silu_c: [B, D]`, `bias: [B, N]` -> `[B, N, D]`.
+    pub fn forward(
+        &self,
+        h: &Tensor,
+        silu_c: &Tensor,
+        bias: Option<&Tensor>,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
+        let m = self.modulation.forward(silu_c, ctx)?;
+        let chunk = |i: usize| m.narrow(1, i * self.d, self.d);
+        let fast = ctx.fast();
+        let a = ops::ln_modulate(h, &chunk(1)?, &chunk(0)?, LN_EPS, fast)?;
+        let a = self.sa.forward(&a, bias, ctx)?;
+        let a = a.broadcast_mul(&chunk(2)?.unsqueeze(1)?)?;
+        let h = (h + ctx.drop_path(&a)?)?;
+        let b = ops::ln_modulate(&h, &chunk(4)?, &chunk(3)?, LN_EPS, fast)?;
+        let b = self.ffn.forward(&b, ctx)?;
+        let b = b.broadcast_mul(&chunk(5)?.unsqueeze(1)?)?;
+        h + ctx.drop_path(&b)?
+    }
+}
+
+/// Cross-attention block: `h += CA(LN(h), cond)`, then a pre-LN self-attention block.
+#[derive(Debug, Clone)]
+pub(crate) struct CrossBlock {
+    ca_ln: LayerNorm,
+    ca: CrossAttention,
+    block: PreLnBlock,
+}
+
+impl CrossBlock {
+    pub fn new(vb: VarBuilder, d: usize, heads: usize, hidden: usize) -> Result<Self> {
+        Ok(Self {
+            ca_ln: LayerNorm::new(vb.pp("ca_ln"), d)?,
+            ca: CrossAttention::new(vb.pp("ca"), d, heads)?,
+            block: PreLnBlock::new(vb, d, heads, hidden)?,
+        })
+    }
+
+    /// # Shapes
+    /// `h: [B, N, D]`, `cond: [B, L, D]`, `cond_bias: [B, L]`, `bias: [B, N]` -> `[B, N, D]`.
+    pub fn forward(
+        &self,
+        h: &Tensor,
+        cond: &Tensor,
+        cond_bias: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
+        let c = self
+            .ca
+            .forward(&self.ca_ln.forward(h, ctx)?, cond, cond_bias, ctx)?;
+        let h = (h + ctx.drop_path(&c)?)?;
+        self.block.forward(&h, bias, ctx)
+    }
+}
+
+/// Sinusoid table `[rows, d]` of Vaswani et al. (2017): `pe[p, 2i] = sin(p w_i)`,
+/// `pe[p, 2i+1] = cos(p w_i)`, `w_i = exp(2i * (-ln(10000) / d))`, evaluated in `f64` and
+/// rounded once to `f32` (the reference evaluates in `f32` with vectorised, not correctly
+/// rounded, exp/sin/cos: its table is ~1e-6 from the exact values; real checkpoints carry
+/// their table, which is then used as stored).
+///
+/// # Shapes
+/// Returns `[rows, d]`.
+pub fn sinusoid_table(rows: usize, d: usize, device: &Device) -> Result<Tensor> {
+    let step = -(10000f64.ln()) / d as f64;
+    let w: Vec<f64> = (0..d / 2).map(|i| ((2 * i) as f64 * step).exp()).collect();
+    let mut pe = vec![0f32; rows * d];
+    for (p, row) in pe.chunks_exact_mut(d).enumerate() {
+        for (i, wi) in w.iter().enumerate() {
+            let a = p as f64 * wi;
+            row[2 * i] = a.sin() as f32;
+            row[2 * i + 1] = a.cos() as f32;
+        }
+    }
+    Tensor::from_vec(pe, (rows, d), device)
+}
+
+/// Loads a stored `pe` buffer (`[1, rows, d]`) when the builder has one, else computes it.
+pub(crate) fn position_table(vb: &VarBuilder, name: &str, rows: usize, d: usize) -> Result<Tensor> {
+    if vb.contains_tensor(name) {
+        let t = vb.get_unchecked_dtype(name, DType::F32)?;
+        let ok = match t.dims() {
+            [1, r, dd] => *r > 0 && *dd == d,
+            _ => false,
+        };
+        if !ok {
+            candle::bail!(
+                "stored position table {name} has shape {:?}, expected [1, rows, {d}]",
+                t.dims()
+            )
+        }
+        t.squeeze(0)?.contiguous()
+    } else {
+        sinusoid_table(rows, d, vb.device())
+    }
+}
+
+/// Sinusoidal embedding of the noise level followed by an MLP (`time_embedding.*`):
+/// `e = [cos(1000 g f), sin(1000 g f)]`, standardised over channels with the unbiased std,
+/// then `Linear -> SiLU -> Linear`.
+#[derive(Debug, Clone)]
+pub(crate) struct TimeEmbedding {
+    freqs: Tensor,
+    map0: Linear,
+    map2: Linear,
+}
+
+impl TimeEmbedding {
+    pub fn new(vb: VarBuilder, dt: usize, d: usize) -> Result<Self> {
+        let half = dt / 2;
+        let freqs = if vb.contains_tensor("encode_time.freqs") {
+            vb.get(half, "encode_time.freqs")?
+        } else {
+            // (1e-4)^(2i/dt), i = 0..dt/2.
+            let f: Vec<f32> = (0..half)
+                .map(|i| 1e-4f64.powf(2.0 * i as f64 / dt as f64) as f32)
+                .collect();
+            Tensor::from_vec(f, half, vb.device())?
+        };
+        Ok(Self {
+            freqs,
+            map0: Linear::new(vb.pp("map_time.0"), dt, d)?,
+            map2: Linear::new(vb.pp("map_time.2"), d, d)?,
+        })
+    }
+
+    /// # Shapes
+    /// `gamma: [B]` -> `[B, D]`.
+    pub fn forward(&self, gamma: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let s = (gamma.to_dtype(DType::F32)? * 1000.0)?;
+        let a = s.unsqueeze(1)?.broadcast_mul(&self.freqs.unsqueeze(0)?)?;
+        let e = Tensor::cat(&[a.cos()?, a.sin()?], 1)?;
+        let n = e.dim(1)?;
+        let mean = e.mean_keepdim(1)?;
+        let ec = e.broadcast_sub(&mean)?;
+        let std = (ec.sqr()?.sum_keepdim(1)? / (n as f64 - 1.0))?.sqrt()?;
+        let e = ec.broadcast_div(&std)?;
+        let t = candle_nn::ops::silu(&self.map0.forward(&e, ctx)?)?;
+        self.map2.forward(&t, ctx)
+    }
+}

@@ -1,0 +1,1 @@
+//! Loading the reference Lightning checkpoint and reporting bad weights by name.
