@@ -3,6 +3,11 @@
 //! classifier-free guidance and training utilities (AdamW, learning-rate schedule, EMA,
 //! checkpoints).
 //!
+//! Papers: Ho et al., "Denoising Diffusion Probabilistic Models" (2020); Song et al.,
+//! "Denoising Diffusion Implicit Models" (2021); Nichol & Dhariwal, "Improved Denoising
+//! Diffusion Probabilistic Models" (2021); Ho & Salimans, "Classifier-Free Diffusion Guidance"
+//! (2021); Lu et al., "DPM-Solver++" (2022). Each module cites the one it implements.
+//!
 //! # Place in the workspace
 //! `diffusion` <- `dit`. This crate sees networks only through the `Denoiser` trait: it must never
 //! depend on `dit`, on a dataset crate (`motion-data`), on a body model (`smpl`, `motion-repr`) or on
@@ -10,5 +15,18 @@
 #![warn(missing_docs)]
 
 pub mod denoiser;
+pub mod guidance;
+pub mod loss;
+pub mod noise;
+pub mod sampler;
+pub mod schedule;
 
 pub use denoiser::{Conditioning, Denoiser};
+pub use guidance::{DEFAULT_GUIDANCE_WEIGHT, Guided};
+pub use loss::{DdpmLoss, LossFormula, LossOutput, LossReduction, lengths_to_mask};
+pub use noise::{NoiseSource, ReplayNoise, SeededNoise};
+pub use sampler::{
+    Ddim, Ddpm, DdpmCoefficients, DpmSolverPp2M, Sampler, SamplerKind, StepCallback, StepInfo,
+    ddim_step, ddpm_step,
+};
+pub use schedule::{CosineSchedule, DDIM_CLIP_MIN, DDPM_CLIP_MIN};

@@ -1,0 +1,465 @@
+//! Samplers for the x0-predicting cosine-schedule diffusion: DDPM ancestral sampling
+//! (Ho, Jain & Abbeel, "Denoising Diffusion Probabilistic Models", 2020), deterministic DDIM
+//! (Song, Meng & Ermon, "Denoising Diffusion Implicit Models", 2021) and the few-step
+//! multistep solver DPM-Solver++(2M) (Lu et al., "DPM-Solver++: Fast Solver for Guided Sampling
+//! of Diffusion Probabilistic Models", 2022).
+//!
+//! All samplers walk the grid `t_k = 1 - k/N`, `g_k = gamma(t_k)` (`k = 0..N`) of a
+//! [`CosineSchedule`], call the denoiser once per step at `g_k` and move `x` from `g_k` to
+//! `g_{k+1}`. Guidance is not a sampler option: wrap the denoiser in [`crate::Guided`].
+//! Padded frames are never re-masked (as in the reference): every frame evolves.
+//!
+//! DDPM and DDIM evaluate their per-step scalars in `f32` in exactly the reference's order
+//! ([`ddpm_step`], [`ddim_step`]); this matters at DDPM step 0 where `(1 - g_1) - var` cancels
+//! catastrophically (see `fixtures/sampling.json`, `numerics_warning`).
+
+use candle::{Device, Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::denoiser::{Conditioning, Denoiser};
+use crate::noise::NoiseSource;
+use crate::schedule::{CosineSchedule, DDIM_CLIP_MIN, DDPM_CLIP_MIN};
+
+/// What a sampler reports after each step (for progress bars and traces).
+#[derive(Debug, Clone, Copy)]
+pub struct StepInfo<'a> {
+    /// Step index `k`, `0..steps`.
+    pub index: usize,
+    /// Total number of steps `N`.
+    pub steps: usize,
+    /// Noise level the denoiser was called at, `g_k`.
+    pub gamma: f32,
+    /// Noise level after the step, `g_{k+1}`.
+    pub gamma_next: f32,
+    /// The denoiser's prediction of `x0` at this step, `[B, F, D]`.
+    pub x0: &'a Tensor,
+    /// The sample after this step, `[B, F, D]` (after the last step: the result).
+    pub x: &'a Tensor,
+}
+
+/// A per-step callback; returning an error aborts sampling with that error.
+pub type StepCallback<'c> = dyn FnMut(&StepInfo<'_>) -> Result<()> + 'c;
+
+/// A diffusion sampler: turns noise latents into data with a [`Denoiser`].
+pub trait Sampler {
+    /// Runs the sampler from `latents` (pure noise at `g_0`) to clean data.
+    ///
+    /// # Shapes
+    /// - `latents`: `[B, F, D]`; `frame_mask`: `[B, F]` (1 = valid), passed to the denoiser.
+    /// - returns `[B, F, D]`.
+    fn sample(
+        &self,
+        denoiser: &dyn Denoiser,
+        latents: Tensor,
+        cond: &Conditioning,
+        frame_mask: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor>;
+
+    /// As [`Sampler::sample`], calling `on_step` after every step. The samplers of this crate
+    /// report every step; the default (for outside implementations) samples without reports.
+    fn sample_with_callback(
+        &self,
+        denoiser: &dyn Denoiser,
+        latents: Tensor,
+        cond: &Conditioning,
+        frame_mask: &Tensor,
+        noise: &mut dyn NoiseSource,
+        on_step: &mut StepCallback<'_>,
+    ) -> Result<Tensor> {
+        let _ = on_step;
+        self.sample(denoiser, latents, cond, frame_mask, noise)
+    }
+
+    /// Number of denoiser calls.
+    fn steps(&self) -> usize;
+}
+
+fn gamma_batch(g: f32, b: usize, device: &Device) -> Result<Tensor> {
+    Tensor::full(g, b, device)
+}
+
+/// `t / s` by true division (not multiplication by `1/s`), as PyTorch divides by a 0-dim tensor.
+fn div_scalar(t: &Tensor, s: f32) -> Result<Tensor> {
+    let s = Tensor::new(s, t.device())?.to_dtype(t.dtype())?;
+    t.broadcast_div(&s)
+}
+
+fn mul_scalar(t: &Tensor, s: f32) -> Result<Tensor> {
+    t.affine(s as f64, 0.0)
+}
+
+/// The `f32` scalars of one DDPM step from `g_cur = g_k` to `g_next = g_{k+1}`, evaluated in
+/// the reference's order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DdpmCoefficients {
+    /// `a = clip(exp(log(g_k) - log(g_{k+1})), 0, 1)`.
+    pub alpha: f32,
+    /// `var = ((1 - g_{k+1}) (1 - a)) / (1 - g_k)`, the posterior variance.
+    pub var: f32,
+    /// `c = sqrt((1 - g_{k+1}) - var)`, the coefficient of the implied noise (clamped at 0 if
+    /// rounding made the difference negative, where the reference would return NaN).
+    pub c: f32,
+}
+
+impl DdpmCoefficients {
+    /// Computes the coefficients in `f32`, in the reference's operation order.
+    pub fn new(g_cur: f32, g_next: f32) -> Self {
+        let alpha = (g_cur.ln() - g_next.ln()).exp().clamp(0.0, 1.0);
+        let var = ((1.0 - g_next) * (1.0 - alpha)) / (1.0 - g_cur);
+        let c = ((1.0 - g_next) - var).max(0.0).sqrt();
+        Self { alpha, var, c }
+    }
+}
+
+/// One DDPM ancestral step:
+/// `x_mean = sqrt(g_{k+1}) x0 + (c (x - sqrt(g_k) x0)) / sqrt(1 - g_k)`,
+/// `x = x_mean + noise * sqrt(var)`.
+///
+/// # Shapes
+/// `x`, `x0`, `noise`: the same shape; returns that shape.
+pub fn ddpm_step(
+    x: &Tensor,
+    x0: &Tensor,
+    g_cur: f32,
+    g_next: f32,
+    noise: &Tensor,
+) -> Result<Tensor> {
+    let k = DdpmCoefficients::new(g_cur, g_next);
+    let implied = (x - mul_scalar(x0, g_cur.sqrt())?)?;
+    let term = div_scalar(&mul_scalar(&implied, k.c)?, (1.0 - g_cur).sqrt())?;
+    let mean = (mul_scalar(x0, g_next.sqrt())? + term)?;
+    mean + mul_scalar(&noise.to_dtype(x.dtype())?, k.var.sqrt())?
+}
+
+/// One deterministic DDIM step (eta = 0):
+/// `eps = (x - sqrt(g_k) x0) / sqrt(1 - g_k)`, `x = sqrt(g_{k+1}) x0 + sqrt(1 - g_{k+1}) eps`.
+///
+/// # Shapes
+/// `x`, `x0`: the same shape; returns that shape.
+pub fn ddim_step(x: &Tensor, x0: &Tensor, g_cur: f32, g_next: f32) -> Result<Tensor> {
+    let eps = div_scalar(&(x - mul_scalar(x0, g_cur.sqrt())?)?, (1.0 - g_cur).sqrt())?;
+    mul_scalar(x0, g_next.sqrt())? + mul_scalar(&eps, (1.0 - g_next).sqrt())?
+}
+
+fn check_latents(latents: &Tensor, frame_mask: &Tensor) -> Result<usize> {
+    let b = latents.dim(0)?;
+    if frame_mask.dims().first() != Some(&b) {
+        candle::bail!(
+            "sampler: frame_mask shape {:?} does not match latents shape {:?}",
+            frame_mask.dims(),
+            latents.dims()
+        );
+    }
+    Ok(b)
+}
+
+/// DDPM ancestral sampling (eta = 1 posterior sampling) on the cosine schedule.
+///
+/// Draws ONE noise tensor of the latents' shape at every step, the last included (where its
+/// coefficient is 0), exactly as the reference does, so stored noise replays step for step.
+///
+/// ```
+/// use candle::{Device, Tensor, DType};
+/// use diffusion::{Conditioning, Ddpm, Denoiser, Sampler, SeededNoise};
+/// struct Zero;
+/// impl Denoiser for Zero {
+///     fn forward(&self, x: &Tensor, _: &Tensor, _: &Conditioning, _: &Tensor) -> candle::Result<Tensor> {
+///         x.zeros_like()
+///     }
+/// }
+/// let dev = Device::Cpu;
+/// let mut noise = SeededNoise::new(vec![1, 2]);
+/// let latents = diffusion::NoiseSource::next(&mut noise, &[2, 4, 3], &dev)?;
+/// let mask = Tensor::ones((2, 4), DType::F32, &dev)?;
+/// let x = Ddpm::new(10).sample(&Zero, latents, &Conditioning::None, &mask, &mut noise)?;
+/// // A denoiser that always predicts 0 ends at exactly 0 (g_N = 1).
+/// assert_eq!(x.abs()?.max_all()?.to_scalar::<f32>()?, 0.0);
+/// # Ok::<(), candle::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ddpm {
+    steps: usize,
+    schedule: CosineSchedule,
+}
+
+impl Ddpm {
+    /// `steps` denoiser calls, `clip_min = 1e-9` (the reference's DDPM setting).
+    pub fn new(steps: usize) -> Self {
+        Self {
+            steps,
+            schedule: CosineSchedule::new(DDPM_CLIP_MIN),
+        }
+    }
+
+    /// Replaces the schedule's `clip_min`.
+    pub fn with_clip_min(mut self, clip_min: f32) -> Self {
+        self.schedule = CosineSchedule::new(clip_min);
+        self
+    }
+
+    /// The schedule (its `clip_min`).
+    pub fn schedule(&self) -> CosineSchedule {
+        self.schedule
+    }
+}
+
+impl Sampler for Ddpm {
+    fn sample(
+        &self,
+        denoiser: &dyn Denoiser,
+        latents: Tensor,
+        cond: &Conditioning,
+        frame_mask: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
+        self.sample_with_callback(denoiser, latents, cond, frame_mask, noise, &mut |_| Ok(()))
+    }
+
+    fn sample_with_callback(
+        &self,
+        denoiser: &dyn Denoiser,
+        latents: Tensor,
+        cond: &Conditioning,
+        frame_mask: &Tensor,
+        noise: &mut dyn NoiseSource,
+        on_step: &mut StepCallback<'_>,
+    ) -> Result<Tensor> {
+        let b = check_latents(&latents, frame_mask)?;
+        let grid = self.schedule.grid(self.steps);
+        let mut x = latents;
+        for k in 0..self.steps {
+            let (g, gn) = (grid[k], grid[k + 1]);
+            let x0 = denoiser.forward(&x, &gamma_batch(g, b, x.device())?, cond, frame_mask)?;
+            let z = noise.next(x.dims(), x.device())?;
+            x = ddpm_step(&x, &x0, g, gn, &z)?;
+            on_step(&StepInfo {
+                index: k,
+                steps: self.steps,
+                gamma: g,
+                gamma_next: gn,
+                x0: &x0,
+                x: &x,
+            })?;
+        }
+        Ok(x)
+    }
+
+    fn steps(&self) -> usize {
+        self.steps
+    }
+}
+
+/// Deterministic DDIM sampling (eta = 0) on the cosine schedule; draws no noise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ddim {
+    steps: usize,
+    schedule: CosineSchedule,
+}
+
+impl Ddim {
+    /// `steps` denoiser calls, `clip_min = 1e-5` (the reference's DDIM setting).
+    pub fn new(steps: usize) -> Self {
+        Self {
+            steps,
+            schedule: CosineSchedule::new(DDIM_CLIP_MIN),
+        }
+    }
+
+    /// Replaces the schedule's `clip_min`.
+    pub fn with_clip_min(mut self, clip_min: f32) -> Self {
+        self.schedule = CosineSchedule::new(clip_min);
+        self
+    }
+
+    /// The schedule (its `clip_min`).
+    pub fn schedule(&self) -> CosineSchedule {
+        self.schedule
+    }
+}
+
+impl Sampler for Ddim {
+    fn sample(
+        &self,
+        denoiser: &dyn Denoiser,
+        latents: Tensor,
+        cond: &Conditioning,
+        frame_mask: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
+        self.sample_with_callback(denoiser, latents, cond, frame_mask, noise, &mut |_| Ok(()))
+    }
+
+    fn sample_with_callback(
+        &self,
+        denoiser: &dyn Denoiser,
+        latents: Tensor,
+        cond: &Conditioning,
+        frame_mask: &Tensor,
+        _noise: &mut dyn NoiseSource,
+        on_step: &mut StepCallback<'_>,
+    ) -> Result<Tensor> {
+        let b = check_latents(&latents, frame_mask)?;
+        let grid = self.schedule.grid(self.steps);
+        let mut x = latents;
+        for k in 0..self.steps {
+            let (g, gn) = (grid[k], grid[k + 1]);
+            let x0 = denoiser.forward(&x, &gamma_batch(g, b, x.device())?, cond, frame_mask)?;
+            x = ddim_step(&x, &x0, g, gn)?;
+            on_step(&StepInfo {
+                index: k,
+                steps: self.steps,
+                gamma: g,
+                gamma_next: gn,
+                x0: &x0,
+                x: &x,
+            })?;
+        }
+        Ok(x)
+    }
+
+    fn steps(&self) -> usize {
+        self.steps
+    }
+}
+
+/// DPM-Solver++(2M): the second-order multistep solver of the diffusion ODE in the data
+/// (x0) parametrisation (Lu et al. 2022, Algorithm 2), on the same grid and schedule as
+/// [`Ddim`]; deterministic, draws no noise.
+///
+/// With `alpha = sqrt(g)`, `sigma = sqrt(1 - g)`, `lambda = log(alpha / sigma)` and
+/// `h = lambda_{k+1} - lambda_k`:
+/// `x_{k+1} = (sigma_{k+1} / sigma_k) x_k - alpha_{k+1} (exp(-h) - 1) D_k`, with
+/// `D_k = x0_k` at the first and the last step (first order, which at the last step lands
+/// exactly on `x0`) and `D_k = (1 + 1/(2r)) x0_k - 1/(2r) x0_{k-1}`, `r = h_{k-1} / h_k`,
+/// otherwise. Scalars are computed in `f64`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpmSolverPp2M {
+    steps: usize,
+    schedule: CosineSchedule,
+}
+
+impl DpmSolverPp2M {
+    /// `steps` denoiser calls, `clip_min = 1e-5`.
+    pub fn new(steps: usize) -> Self {
+        Self {
+            steps,
+            schedule: CosineSchedule::new(DDIM_CLIP_MIN),
+        }
+    }
+
+    /// Replaces the schedule's `clip_min`.
+    pub fn with_clip_min(mut self, clip_min: f32) -> Self {
+        self.schedule = CosineSchedule::new(clip_min);
+        self
+    }
+}
+
+fn lambda(g: f64) -> f64 {
+    0.5 * (g.ln() - (1.0 - g).ln())
+}
+
+impl Sampler for DpmSolverPp2M {
+    fn sample(
+        &self,
+        denoiser: &dyn Denoiser,
+        latents: Tensor,
+        cond: &Conditioning,
+        frame_mask: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
+        self.sample_with_callback(denoiser, latents, cond, frame_mask, noise, &mut |_| Ok(()))
+    }
+
+    fn sample_with_callback(
+        &self,
+        denoiser: &dyn Denoiser,
+        latents: Tensor,
+        cond: &Conditioning,
+        frame_mask: &Tensor,
+        _noise: &mut dyn NoiseSource,
+        on_step: &mut StepCallback<'_>,
+    ) -> Result<Tensor> {
+        let b = check_latents(&latents, frame_mask)?;
+        let grid = self.schedule.grid(self.steps);
+        let mut x = latents;
+        let mut prev: Option<(Tensor, f64)> = None; // (x0_{k-1}, h_{k-1})
+        for k in 0..self.steps {
+            let (g, gn) = (grid[k], grid[k + 1]);
+            let x0 = denoiser.forward(&x, &gamma_batch(g, b, x.device())?, cond, frame_mask)?;
+            let (gc, gnx) = (g as f64, gn as f64);
+            let last = k + 1 == self.steps;
+            if gnx >= 1.0 {
+                // sigma_{k+1} = 0, lambda = inf: the update is exactly alpha_{k+1} D = x0.
+                x = x0.clone();
+                prev = None;
+            } else {
+                let (sc, sn, an) = ((1.0 - gc).sqrt(), (1.0 - gnx).sqrt(), gnx.sqrt());
+                let h = lambda(gnx) - lambda(gc);
+                let d = match (&prev, last) {
+                    (Some((x0_prev, h_prev)), false) => {
+                        let r = h_prev / h;
+                        let a = 1.0 / (2.0 * r);
+                        ((&x0 * (1.0 + a))? - (x0_prev * a)?)?
+                    }
+                    _ => x0.clone(),
+                };
+                let em1 = (-h).exp_m1();
+                x = ((&x * (sn / sc))? - (d * (an * em1))?)?;
+                prev = Some((x0.clone(), h));
+            }
+            on_step(&StepInfo {
+                index: k,
+                steps: self.steps,
+                gamma: g,
+                gamma_next: gn,
+                x0: &x0,
+                x: &x,
+            })?;
+        }
+        Ok(x)
+    }
+
+    fn steps(&self) -> usize {
+        self.steps
+    }
+}
+
+/// A sampler chosen by name (for configs and command lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerKind {
+    /// [`Ddpm`], clip_min 1e-9.
+    Ddpm,
+    /// [`Ddim`], clip_min 1e-5.
+    Ddim,
+    /// [`DpmSolverPp2M`], clip_min 1e-5.
+    DpmSolverPp2M,
+}
+
+impl SamplerKind {
+    /// The sampler of this kind with `steps` denoiser calls and its default `clip_min`.
+    pub fn build(self, steps: usize) -> Box<dyn Sampler + Send + Sync> {
+        match self {
+            SamplerKind::Ddpm => Box::new(Ddpm::new(steps)),
+            SamplerKind::Ddim => Box::new(Ddim::new(steps)),
+            SamplerKind::DpmSolverPp2M => Box::new(DpmSolverPp2M::new(steps)),
+        }
+    }
+}
+
+impl std::str::FromStr for SamplerKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "ddpm" => Ok(SamplerKind::Ddpm),
+            "ddim" => Ok(SamplerKind::Ddim),
+            "dpm++2m" | "dpmpp2m" | "dpm_solver_pp2_m" | "dpm-solver++(2m)" => {
+                Ok(SamplerKind::DpmSolverPp2M)
+            }
+            other => Err(format!(
+                "unknown sampler {other:?} (expected ddpm, ddim or dpm++2m)"
+            )),
+        }
+    }
+}
