@@ -196,8 +196,20 @@ impl Dit {
         cfg: &DitConfig,
         device: &Device,
     ) -> Result<Dit, DitError> {
+        Self::from_checkpoint_with_prefix(path, None, cfg, device)
+    }
+
+    /// As [`Dit::from_checkpoint`], but taking the weights under an explicit key prefix
+    /// (e.g. `Some("net.")` for the online network of a Lightning checkpoint, `Some("")` for
+    /// bare `model.*` keys); `None` picks as `from_checkpoint` does.
+    pub fn from_checkpoint_with_prefix(
+        path: impl AsRef<Path>,
+        prefix: Option<&str>,
+        cfg: &DitConfig,
+        device: &Device,
+    ) -> Result<Dit, DitError> {
         let path = path.as_ref();
-        let (tensors, prefix) = read_network_tensors(path)?;
+        let (tensors, prefix) = read_network_tensors(path, prefix)?;
         let tensors = tensors
             .into_iter()
             .map(|(k, t)| t.to_device(device).map(|t| (k, t)))
@@ -276,7 +288,10 @@ fn read_err(path: &Path, reason: impl std::fmt::Display) -> DitError {
 }
 
 /// Reads the network tensors of a checkpoint, keyed `model.*`, and the prefix they came from.
-fn read_network_tensors(path: &Path) -> Result<(HashMap<String, Tensor>, String), DitError> {
+fn read_network_tensors(
+    path: &Path,
+    prefix: Option<&str>,
+) -> Result<(HashMap<String, Tensor>, String), DitError> {
     if !path.exists() {
         return Err(read_err(path, "file not found"));
     }
@@ -290,15 +305,20 @@ fn read_network_tensors(path: &Path) -> Result<(HashMap<String, Tensor>, String)
     } else {
         read_torch_state_dict(path)?
     };
-    select_network(path, all)
+    select_network(path, all, prefix)
 }
 
 /// Picks `ema.ema_model.*`, else `net.*`, else bare `model.*` keys, stripping the prefix.
 fn select_network(
     path: &Path,
     all: HashMap<String, Tensor>,
+    only: Option<&str>,
 ) -> Result<(HashMap<String, Tensor>, String), DitError> {
-    for prefix in CHECKPOINT_PREFIXES {
+    let candidates: Vec<&str> = match only {
+        Some(p) => vec![p],
+        None => CHECKPOINT_PREFIXES.to_vec(),
+    };
+    for prefix in candidates.iter().copied() {
         let picked: HashMap<String, Tensor> = all
             .iter()
             .filter_map(|(k, t)| {
@@ -311,13 +331,15 @@ fn select_network(
             return Ok((picked, prefix.to_string()));
         }
     }
-    let bare: HashMap<String, Tensor> = all
-        .iter()
-        .filter(|(k, _)| k.starts_with("model."))
-        .map(|(k, t)| (k.clone(), t.clone()))
-        .collect();
-    if !bare.is_empty() {
-        return Ok((bare, String::new()));
+    if only.is_none() {
+        let bare: HashMap<String, Tensor> = all
+            .iter()
+            .filter(|(k, _)| k.starts_with("model."))
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect();
+        if !bare.is_empty() {
+            return Ok((bare, String::new()));
+        }
     }
     let mut keys: Vec<&String> = all.keys().collect();
     keys.sort();
@@ -331,11 +353,14 @@ fn select_network(
     };
     Err(DitError::NoWeights {
         path: path.to_path_buf(),
-        prefixes: CHECKPOINT_PREFIXES
-            .iter()
-            .map(|s| s.to_string())
-            .chain(std::iter::once("model.".to_string()))
-            .collect(),
+        prefixes: match only {
+            Some(p) => vec![format!("{p}model.")],
+            None => CHECKPOINT_PREFIXES
+                .iter()
+                .map(|s| format!("{s}model."))
+                .chain(std::iter::once("model.".to_string()))
+                .collect(),
+        },
         count: all.len(),
         sample,
     })

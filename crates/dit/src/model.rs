@@ -219,13 +219,11 @@ impl Dit {
         if let Some(m) = &mask
             && m.dims() != [b, y.dim(1)?]
         {
-            {
-                candle::bail!(
-                    "condition token mask has shape {:?}, expected [{b}, {}]",
-                    m.dims(),
-                    y.dim(1)?
-                )
-            }
+            candle::bail!(
+                "condition token mask has shape {:?}, expected [{b}, {}]",
+                m.dims(),
+                y.dim(1)?
+            )
         }
         Ok((y.to_dtype(DType::F32)?, mask))
     }
