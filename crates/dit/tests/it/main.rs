@@ -5,6 +5,7 @@
 
 mod checkpoint;
 mod fixtures;
+mod sampling;
 mod training;
 
 use std::collections::HashMap;
