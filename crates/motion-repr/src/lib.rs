@@ -8,4 +8,21 @@
 //! Depends on `smpl` only (rotation maths, body-model inputs): `smpl` <- `motion-repr` <-
 //! `motion-data`. It must never depend on `diffusion`, `dit`, `tmr`, `metrics`, `motion-data` or
 //! `motion-viz`.
+//!
+//! # Modules
+//! - [`layout`]: [`FeatureLayout`], the named ranges of the 205-d vector.
+//! - [`rifke`]: [`rifke::encode`] / [`rifke::decode`] (and batched, masked forms), and
+//!   [`rifke::to_body_params`], the reference's mapping to SMPL-H inputs.
+//! - [`normalize`]: [`Normalizer`] (mean/std from `.pt`, `.npy`, `.safetensors`).
+//! - [`error`] holds [`ReprError`], the typed error of every fallible function here.
 #![warn(missing_docs)]
+
+pub mod error;
+pub mod layout;
+pub mod normalize;
+pub mod rifke;
+mod torch_pt;
+
+pub use error::{ReprError, Result};
+pub use layout::FeatureLayout;
+pub use normalize::Normalizer;

@@ -1,0 +1,250 @@
+//! Feature standardisation `(x - mean) / std` with the reference's statistics.
+//!
+//! The reference (Petrovich et al., TMR, ICCV 2023, and the diffusion-transformer text-to-motion
+//! models built on it) ships `tmr-rifke-{mean,std}.pt` (205-d) and normalises both the
+//! diffusion features and the evaluator's motion input with them. Padded frames are set to zero
+//! AFTER normalisation.
+
+use std::path::Path;
+
+use candle::{DType, Device, Tensor};
+
+use crate::error::{ReprError, Result, shape_err};
+
+/// Per-feature mean and standard deviation.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use candle::{Device, Tensor};
+/// let mean = Tensor::new(&[1.0f32, 2.0], &Device::Cpu)?;
+/// let std = Tensor::new(&[2.0f32, 4.0], &Device::Cpu)?;
+/// let n = motion_repr::Normalizer::new(mean, std)?;
+/// let x = Tensor::new(&[[3.0f32, 2.0]], &Device::Cpu)?;
+/// assert_eq!(n.normalize(&x)?.to_vec2::<f32>()?, vec![vec![1.0, 0.0]]);
+/// assert_eq!(n.unnormalize(&n.normalize(&x)?)?.to_vec2::<f32>()?, vec![vec![3.0, 2.0]]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Normalizer {
+    mean: Tensor,
+    std: Tensor,
+}
+
+fn stats_err(source: &str, reason: String) -> ReprError {
+    ReprError::Stats {
+        source_name: source.to_string(),
+        reason,
+    }
+}
+
+fn check_vector(source: &str, what: &str, t: &Tensor) -> Result<Vec<f32>> {
+    if t.rank() != 1 {
+        return Err(stats_err(
+            source,
+            format!("{what} must be 1-D, got shape {:?}", t.dims()),
+        ));
+    }
+    let v = t.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(stats_err(
+            source,
+            format!("{what}[{i}] = {} is not finite", v[i]),
+        ));
+    }
+    Ok(v)
+}
+
+fn read_vector(path: &Path, device: &Device) -> Result<Tensor> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let read_err = |reason: String| ReprError::Read {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match ext.as_deref() {
+        Some("pt") | Some("pth") => crate::torch_pt::read_single_tensor(path, device),
+        Some("npy") => {
+            let file = std::fs::File::open(path).map_err(|e| read_err(e.to_string()))?;
+            let npy = npyz::NpyFile::new(std::io::BufReader::new(file))
+                .map_err(|e| read_err(e.to_string()))?;
+            let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+            let descr = npy.dtype().descr();
+            let data: Vec<f32> = if descr.ends_with("f8") {
+                npy.into_vec::<f64>()
+                    .map_err(|e| read_err(e.to_string()))?
+                    .into_iter()
+                    .map(|x| x as f32)
+                    .collect()
+            } else {
+                npy.into_vec::<f32>()
+                    .map_err(|e| read_err(format!("dtype {descr}: {e}")))?
+            };
+            Ok(Tensor::from_vec(data, shape, device)?)
+        }
+        Some("safetensors") => {
+            let all =
+                candle::safetensors::load(path, device).map_err(|e| read_err(e.to_string()))?;
+            if all.len() != 1 {
+                let mut keys: Vec<_> = all.keys().cloned().collect();
+                keys.sort();
+                return Err(read_err(format!(
+                    "expected a single tensor, found {keys:?}; use Normalizer::from_safetensors_keys"
+                )));
+            }
+            Ok(all
+                .into_values()
+                .next()
+                .ok_or_else(|| read_err("empty".into()))?)
+        }
+        _ => Err(read_err(
+            "unsupported extension (expected .pt, .npy or .safetensors)".into(),
+        )),
+    }
+}
+
+impl Normalizer {
+    /// From mean and std vectors `[D]`; rejects non-finite values, zero std and size mismatch.
+    pub fn new(mean: Tensor, std: Tensor) -> Result<Self> {
+        Self::checked("tensors", mean, std)
+    }
+
+    fn checked(source: &str, mean: Tensor, std: Tensor) -> Result<Self> {
+        check_vector(source, "mean", &mean)?;
+        let s = check_vector(source, "std", &std)?;
+        if mean.dims() != std.dims() {
+            return Err(stats_err(
+                source,
+                format!(
+                    "mean {:?} and std {:?} differ in size",
+                    mean.dims(),
+                    std.dims()
+                ),
+            ));
+        }
+        if let Some(i) = s.iter().position(|&x| x == 0.0) {
+            return Err(stats_err(source, format!("std[{i}] is zero")));
+        }
+        Ok(Self {
+            mean: mean.to_dtype(DType::F32)?,
+            std: std.to_dtype(DType::F32)?,
+        })
+    }
+
+    /// Reads mean and std from two files, each `.pt` (a `torch.save`d tensor, as the reference
+    /// ships them), `.npy` or `.safetensors` (holding exactly one tensor).
+    pub fn from_files(
+        mean: impl AsRef<Path>,
+        std: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<Self> {
+        let (mp, sp) = (mean.as_ref(), std.as_ref());
+        let source = format!("{} / {}", mp.display(), sp.display());
+        Self::checked(&source, read_vector(mp, device)?, read_vector(sp, device)?)
+    }
+
+    /// Reads mean and std from one `.safetensors` file under the given keys.
+    pub fn from_safetensors_keys(
+        path: impl AsRef<Path>,
+        mean_key: &str,
+        std_key: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        let path = path.as_ref();
+        let mut all = candle::safetensors::load(path, device).map_err(|e| ReprError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let mut take = |k: &str| {
+            all.remove(k).ok_or_else(|| ReprError::Read {
+                path: path.to_path_buf(),
+                reason: format!("no tensor {k:?}"),
+            })
+        };
+        let (m, s) = (take(mean_key)?, take(std_key)?);
+        Self::checked(&path.display().to_string(), m, s)
+    }
+
+    /// The mean `[D]`.
+    pub fn mean(&self) -> &Tensor {
+        &self.mean
+    }
+
+    /// The standard deviation `[D]`.
+    pub fn std(&self) -> &Tensor {
+        &self.std
+    }
+
+    /// Feature width `D`.
+    pub fn dim(&self) -> usize {
+        self.mean.dims()[0]
+    }
+
+    /// A copy on `device`.
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        Ok(Self {
+            mean: self.mean.to_device(device)?,
+            std: self.std.to_device(device)?,
+        })
+    }
+
+    fn check(&self, x: &Tensor) -> Result<()> {
+        let d = x.dims();
+        if d.last() != Some(&self.dim()) {
+            return Err(ReprError::FeatureWidth {
+                what: "normalizer input".into(),
+                expected: self.dim(),
+                got: d.last().copied().unwrap_or(0),
+                shape: d.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    fn stats_for(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let dev = x.device();
+        Ok((
+            self.mean.to_device(dev)?.to_dtype(x.dtype())?,
+            self.std.to_device(dev)?.to_dtype(x.dtype())?,
+        ))
+    }
+
+    /// `(x - mean) / std` over the last dim.
+    ///
+    /// # Shapes
+    /// `x [..., D]` -> `[..., D]`.
+    pub fn normalize(&self, x: &Tensor) -> Result<Tensor> {
+        self.check(x)?;
+        let (m, s) = self.stats_for(x)?;
+        Ok(x.broadcast_sub(&m)?.broadcast_div(&s)?)
+    }
+
+    /// [`Normalizer::normalize`], then padded frames set to zero.
+    ///
+    /// # Shapes
+    /// `x [B, F, D]`, `frame_mask [B, F]` (1 = valid, 0 = padding) -> `[B, F, D]`.
+    pub fn normalize_masked(&self, x: &Tensor, frame_mask: &Tensor) -> Result<Tensor> {
+        let d = x.dims();
+        if d.len() != 3 || frame_mask.dims() != &d[..2] {
+            return Err(shape_err(
+                "frame_mask",
+                &format!("[B, F] matching x {d:?}"),
+                frame_mask.dims(),
+            ));
+        }
+        let y = self.normalize(x)?;
+        let m = frame_mask.ne(0u32)?.to_dtype(y.dtype())?.unsqueeze(2)?;
+        Ok(y.broadcast_mul(&m)?)
+    }
+
+    /// `x * std + mean` over the last dim.
+    ///
+    /// # Shapes
+    /// `x [..., D]` -> `[..., D]`.
+    pub fn unnormalize(&self, x: &Tensor) -> Result<Tensor> {
+        self.check(x)?;
+        let (m, s) = self.stats_for(x)?;
+        Ok(x.broadcast_mul(&s)?.broadcast_add(&m)?)
+    }
+}
