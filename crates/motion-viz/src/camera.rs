@@ -7,7 +7,7 @@
 //! triangle) and grows with distance from the camera.
 
 use crate::error::{Result, invalid};
-use crate::math::{Vec3, add, cross, dot, norm, normalize, scale, sub};
+use crate::math::{Vec3, add, cross, dot, greater, norm, normalize, scale, sub};
 
 /// How view space is flattened onto the image plane.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,7 +61,7 @@ impl Camera {
     /// projection parameters are out of range.
     pub fn look_at(eye: Vec3, target: Vec3, up: Vec3, projection: Projection) -> Result<Self> {
         let f = sub(target, eye);
-        if !(norm(f) > 1e-9) {
+        if !greater(norm(f), 1e-9) {
             return Err(invalid(
                 "camera",
                 format!("eye {eye:?} equals target {target:?}"),
@@ -69,7 +69,7 @@ impl Camera {
         }
         let forward = normalize(f);
         let r = cross(forward, up);
-        if !(norm(r) > 1e-6 * norm(up).max(1e-30)) {
+        if !greater(norm(r), 1e-6 * norm(up).max(1e-30)) {
             return Err(invalid(
                 "camera up",
                 format!("{up:?} is parallel to the view direction {forward:?}"),
@@ -78,7 +78,7 @@ impl Camera {
         let right = normalize(r);
         let up = cross(right, forward);
         match projection {
-            Projection::Orthographic { half_height } if !(half_height > 0.0) => {
+            Projection::Orthographic { half_height } if !greater(half_height, 0.0) => {
                 return Err(invalid("half_height", format!("{half_height} must be > 0")));
             }
             Projection::Perspective { fov_y, near }
@@ -103,8 +103,8 @@ impl Camera {
     /// A camera looking along `direction` that frames all `points` with a relative `margin`
     /// (0.1 = 10 % free space) on an image of the given `aspect` (width / height).
     ///
-    /// For a perspective projection the camera backs off until the points' bounding sphere fits
-    /// the field of view. Errors on an empty or non-finite point set.
+    /// For a perspective projection the camera backs off until the front face of the points'
+    /// view-space bounding box fills the field of view (so every point is inside). Errors on an empty or non-finite point set.
     pub fn framing(
         points: &[Vec3],
         direction: Vec3,
@@ -119,7 +119,7 @@ impl Camera {
         if let Some(p) = points.iter().find(|p| !p.iter().all(|c| c.is_finite())) {
             return Err(invalid("points", format!("non-finite point {p:?}")));
         }
-        if !(aspect > 0.0) {
+        if !greater(aspect, 0.0) {
             return Err(invalid("aspect", format!("{aspect} must be > 0")));
         }
         // Orientation first (eye at the origin), then the view-space bounding box.
@@ -146,20 +146,17 @@ impl Camera {
         let half_d = 0.5 * (hi[2] - lo[2]);
         let m = 1.0 + margin.max(0.0);
         let needed = (half_h.max(half_w / aspect) * m).max(1e-6);
-        let radius = (half_w * half_w + half_h * half_h + half_d * half_d)
-            .sqrt()
-            .max(1e-6);
         let (projection, distance) = match projection {
             Projection::Orthographic { .. } => (
                 Projection::Orthographic {
                     half_height: needed,
                 },
-                half_d + radius + 1.0,
+                2.0 * half_d + needed + 1.0,
             ),
             Projection::Perspective { fov_y, near } => {
-                let half_v = 0.5 * fov_y;
-                let half_fov = half_v.min((half_v.tan() * aspect).atan());
-                let d = radius * m / half_fov.sin();
+                // The front face of the box (depth half_d nearer than the centre) projects
+                // largest: put it where `needed` just fills the vertical field of view.
+                let d = needed / (0.5 * fov_y).tan() + half_d;
                 (Projection::Perspective { fov_y, near }, d)
             }
         };

@@ -10,7 +10,7 @@
 
 use crate::camera::Camera;
 use crate::error::{Result, invalid};
-use crate::math::{Vec3, add, cross, dot, normalize, scale, sub};
+use crate::math::{Vec3, add, cross, dot, greater, normalize, scale, sub};
 
 /// An 8-bit RGB colour.
 pub type Rgb = [u8; 3];
@@ -261,7 +261,7 @@ impl Canvas {
     /// Scan-converts one triangle; `color` gets the barycentric weights of the pixel centre.
     fn fill_triangle(&mut self, v: [ScreenVertex; 3], mut color: impl FnMut([f32; 3]) -> Rgb) {
         let area = edge(v[0], v[1], v[2].x, v[2].y);
-        if !(area.abs() > 1e-12) {
+        if !greater(area.abs(), 1e-12) {
             return;
         }
         let inv = 1.0 / area;
@@ -321,7 +321,7 @@ impl Canvas {
             return;
         };
         let r = radius_px.max(0.0) * self.factor as f32;
-        if !(r > 0.0) || ![sa.x, sa.y, sb.x, sb.y].iter().all(|c| c.is_finite()) {
+        if !greater(r, 0.0) || ![sa.x, sa.y, sb.x, sb.y].iter().all(|c| c.is_finite()) {
             return;
         }
         let xmin = (sa.x.min(sb.x) - r).floor().max(0.0) as usize;

@@ -36,3 +36,8 @@ pub(crate) fn normalize(a: Vec3) -> Vec3 {
     let n = norm(a);
     if n > 0.0 { scale(a, 1.0 / n) } else { [0.0; 3] }
 }
+
+/// `a > b`, false when either is NaN (so `!greater(x, 0.0)` rejects NaN too).
+pub(crate) fn greater(a: f32, b: f32) -> bool {
+    a.partial_cmp(&b) == Some(std::cmp::Ordering::Greater)
+}
