@@ -15,18 +15,24 @@
 #![warn(missing_docs)]
 
 pub mod denoiser;
+pub mod error;
 pub mod guidance;
 pub mod loss;
 pub mod noise;
+pub mod optim;
 pub mod sampler;
 pub mod schedule;
+pub mod train;
 
 pub use denoiser::{Conditioning, Denoiser};
+pub use error::{DiffusionError, Result};
 pub use guidance::{DEFAULT_GUIDANCE_WEIGHT, Guided};
 pub use loss::{DdpmLoss, LossFormula, LossOutput, LossReduction, lengths_to_mask};
 pub use noise::{NoiseSource, ReplayNoise, SeededNoise};
+pub use optim::{AdamW, AdamWConfig, Ema, WarmupCosine, clip_grad_norm, named_vars};
 pub use sampler::{
     Ddim, Ddpm, DdpmCoefficients, DpmSolverPp2M, Sampler, SamplerKind, StepCallback, StepInfo,
     ddim_step, ddpm_step,
 };
 pub use schedule::{CosineSchedule, DDIM_CLIP_MIN, DDPM_CLIP_MIN};
+pub use train::{StepStats, TrainConfig, Trainer, write_atomic};

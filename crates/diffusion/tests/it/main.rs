@@ -3,3 +3,4 @@
 
 mod analytic;
 mod fixtures;
+mod train;
