@@ -7,15 +7,17 @@
 //!
 //! Defaults: the committed asset and `docs/open_body/`. Writes `rest_pose.png`, `arms_down.png`,
 //! `walk_step.png`, `squat.png`: each a front view, a side view (orthographic) and a 3/4
-//! perspective view with the skeleton drawn over the mesh; the floor is drawn as a grid.
+//! perspective view with the skeleton drawn over the mesh; the floor is drawn as a grid, and
+//! `hands.png` (the left hand flat and with the authored mean pose). With
+//! `OPEN_BODY_GIF=walk.gif` it also writes a one-cycle walking animation there.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use candle::{DType, Device, Tensor};
 use motion_viz::{
-    Camera, Canvas, MeshStyle, Projection, SkeletonStyle, Vec3, bones_from_parents,
-    faces_from_tensor, points_from_tensor,
+    Camera, Canvas, MeshStyle, Projection, Scene, SceneOptions, SkeletonStyle, Vec3,
+    bones_from_parents, faces_from_tensor, points_from_tensor,
 };
 
 /// Axis-angle to a row-major rotation matrix (Rodrigues).
@@ -256,6 +258,76 @@ fn main() -> Result<()> {
             hands_close_up(&model, &faces, &hand_l, &hand_r, &out_dir)?;
         }
     }
+    if let Some(gif_path) = std::env::var_os("OPEN_BODY_GIF") {
+        walk_gif(&model, &faces, &hand_l, &hand_r, &PathBuf::from(gif_path))?;
+    }
+    Ok(())
+}
+
+/// A one-cycle walk (30 frames at 20 fps) as an animated GIF, rendered through [`Scene`].
+fn walk_gif(
+    model: &smpl::BodyModel,
+    faces: &[[u32; 3]],
+    hand_l: &[[f32; 9]],
+    hand_r: &[[f32; 9]],
+    path: &std::path::Path,
+) -> Result<()> {
+    let dev = Device::Cpu;
+    let n = 30;
+    let mut rots = Vec::new();
+    let mut transl = Vec::new();
+    for t in 0..n {
+        let ph = std::f32::consts::TAU * t as f32 / n as f32;
+        let (s, c) = ph.sin_cos();
+        let pose = Pose::new("walk", true)
+            .set(L_HIP, &[[-0.45 * s, 0.0, 0.0]])
+            .set(R_HIP, &[[0.45 * s, 0.0, 0.0]])
+            .set(L_KNEE, &[[0.35 * (1.0 - c).max(0.0) + 0.05, 0.0, 0.0]])
+            .set(R_KNEE, &[[0.35 * (1.0 + c).max(0.0) + 0.05, 0.0, 0.0]])
+            .set(L_SHOULDER, &[[0.0, 0.0, -1.3], [0.35 * s, 0.0, 0.0]])
+            .set(R_SHOULDER, &[[0.0, 0.0, 1.3], [-0.35 * s, 0.0, 0.0]])
+            .set(L_ELBOW, &[[0.0, -0.3, 0.0]])
+            .set(R_ELBOW, &[[0.0, 0.3, 0.0]]);
+        let mut r = pose.rots;
+        r[22..37].copy_from_slice(hand_l);
+        r[37..52].copy_from_slice(hand_r);
+        rots.push(r);
+        transl.push([0.0, 0.01 * (2.0 * ph).cos(), 0.045 * t as f32]);
+    }
+    let t = rots.len();
+    let part = |a: usize, k: usize| -> Result<Tensor> {
+        let data: Vec<f32> = rots.iter().flat_map(|r| r[a..a + k].concat()).collect();
+        Ok(Tensor::from_vec(data, (t, k, 3, 3), &dev)?)
+    };
+    let params = smpl::BodyParams {
+        betas: None,
+        global_orient: part(0, 1)?.squeeze(1)?,
+        body_pose: part(1, 21)?,
+        left_hand_pose: part(22, 15)?,
+        right_hand_pose: part(37, 15)?,
+        transl: Tensor::from_vec(transl.concat(), (t, 3), &dev)?,
+    };
+    let out = model.forward(&params)?;
+    let mut frames: Vec<Vec<Vec3>> = Vec::with_capacity(t);
+    for i in 0..t {
+        frames.push(points_from_tensor(&out.vertices.get(i)?)?);
+    }
+    let all: Vec<Vec3> = frames.iter().flatten().copied().collect();
+    let scene = Scene::fit(
+        &all,
+        SceneOptions {
+            width: 320,
+            height: 320,
+            ..SceneOptions::default()
+        },
+    )?;
+    let images = frames
+        .iter()
+        .map(|v| scene.render(Some((v, faces)), None))
+        .collect::<motion_viz::Result<Vec<_>>>()?;
+    motion_viz::write_gif(path, &images, 20.0)?;
+    motion_viz::write_png(path.with_extension("frame0.png"), &images[0])?;
+    println!("wrote {}", path.display());
     Ok(())
 }
 

@@ -9,6 +9,8 @@
 //! - [`Canvas`]: colour buffer + z-buffer; [`Canvas::draw_mesh`] (edge-function rasterisation,
 //!   flat or smooth Lambert shading), [`Canvas::draw_skeleton`] (bones as shaded screen-space
 //!   capsules, joints as discs), optional supersampling.
+//! - [`Scene`]: one camera and floor fitted to a whole sequence, rendering a mesh and/or a
+//!   skeleton per frame.
 //! - [`write_png`] / [`write_gif`]: atomic writers.
 //!
 //! References: J. Pineda, "A parallel algorithm for polygon rasterization", SIGGRAPH 1988 (edge
@@ -26,6 +28,7 @@ pub mod canvas;
 pub mod error;
 mod math;
 pub mod output;
+pub mod scene;
 pub mod tensor;
 
 pub use camera::{Camera, Projected, Projection};
@@ -35,4 +38,5 @@ pub use canvas::{
 pub use error::{Result, VizError};
 pub use math::Vec3;
 pub use output::{write_gif, write_png};
+pub use scene::{Scene, SceneOptions};
 pub use tensor::{faces_from_tensor, points_from_tensor};
