@@ -185,6 +185,22 @@ impl<'a, S: MotionSource + ?Sized> Batcher<'a, S> {
         Ok(self)
     }
 
+    /// Normalises features with a [`motion_repr::Normalizer`] (its `[205]` mean and std;
+    /// padded frames stay zero, as in the reference).
+    pub fn with_normalizer(self, normalizer: &motion_repr::Normalizer) -> Result<Self> {
+        let mean = normalizer
+            .mean()
+            .flatten_all()?
+            .to_dtype(candle::DType::F32)?
+            .to_vec1::<f32>()?;
+        let std = normalizer
+            .std()
+            .flatten_all()?
+            .to_dtype(candle::DType::F32)?
+            .to_vec1::<f32>()?;
+        self.with_stats(mean, std)
+    }
+
     /// The configuration.
     pub fn config(&self) -> &BatchConfig {
         &self.config

@@ -57,7 +57,7 @@ pub enum DataError {
     },
     /// Feature encoding or normalisation (`motion-repr`) failed.
     #[error("motion representation: {0}")]
-    Repr(String),
+    Repr(#[from] motion_repr::ReprError),
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle::Error),

@@ -12,6 +12,8 @@
 //!   [`pack_folder`].
 //! - [`Batcher`]: crop / pad to a fixed number of frames, frame mask (1 = valid), normalisation,
 //!   caption choice, CLIP tokens padded to 77 with a token mask, seeded shuffling.
+//! - [`synth`]: procedural motions of 14 families on an SMPL-H-like skeleton, with captions,
+//!   written in the reference folder layout by [`synth::synthesize_folder`].
 //!
 //! # Place in the workspace
 //! `smpl` <- `motion-repr` <- `motion-data`. It must never depend on `diffusion`, `dit`, `tmr`,
@@ -26,6 +28,7 @@ pub mod npy;
 pub mod packed;
 pub mod pickle;
 pub mod source;
+pub mod synth;
 
 pub use batch::{Batch, BatchConfig, BatchIter, BatchMode, Batcher, CaptionMode, TextBatch};
 pub use error::{DataError, Result};

@@ -159,3 +159,22 @@ fn folder_without_clip_gives_no_text_batch() -> anyhow::Result<()> {
     assert_eq!(b.lengths, vec![10, 4, 7]);
     Ok(())
 }
+
+#[test]
+fn normalizer_matches_its_own_tensor_normalisation() -> anyhow::Result<()> {
+    let (_dir, data) = open(false);
+    let mean: Vec<f32> = (0..FEATURE_DIM).map(|j| 0.5 * j as f32).collect();
+    let std: Vec<f32> = (0..FEATURE_DIM).map(|j| 0.25 + (j % 7) as f32).collect();
+    let n = motion_repr::Normalizer::new(
+        candle::Tensor::new(mean.as_slice(), &Device::Cpu)?,
+        candle::Tensor::new(std.as_slice(), &Device::Cpu)?,
+    )?;
+    let b = Batcher::new(&data, BatchConfig::eval(3, 4), Device::Cpu)?
+        .with_normalizer(&n)?
+        .batch(&[0, 1, 2], 0)?;
+    let raw = Batcher::new(&data, BatchConfig::eval(3, 4), Device::Cpu)?.batch(&[0, 1, 2], 0)?;
+    let want = n.normalize(&raw.motion)?;
+    let diff = (b.motion - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    assert_eq!(diff, 0.0, "same float32 formula (x - mean) / std");
+    Ok(())
+}

@@ -6,4 +6,5 @@ mod batches;
 mod faults;
 mod object_arrays;
 mod packed;
+mod synth;
 mod util;
