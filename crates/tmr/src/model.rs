@@ -180,6 +180,15 @@ impl Tmr {
         Ok(self.text.encode_mu(tokens, mask)?)
     }
 
+    /// Encodes the token features of a [`TextEncoder`](crate::TextEncoder) output (for the
+    /// reference model: [`ClipTextEncoder`](crate::ClipTextEncoder) features).
+    ///
+    /// # Shapes
+    /// `features.tokens [B, L, C]`, `features.mask [B, L]` -> `[B, latent_dim]`.
+    pub fn encode_text_features(&self, features: &crate::TextFeatures) -> Result<Tensor> {
+        self.encode_text(&features.tokens, &features.mask)
+    }
+
     fn check_width(&self, x: &Tensor, n: usize, what: &str) -> Result<()> {
         let dims = x.dims();
         if dims.len() != 3 || dims[2] != n {

@@ -13,9 +13,11 @@
 //! - an embedding-similarity term `SmoothL1(z_t, z_m)` (TMR's `lambda_E`).
 //!
 //! The motion-reconstruction branch of TMR (its motion decoder) is not part of this crate: the
-//! encoders are what the metrics use. Optimiser: AdamW. Latents are sampled by
-//! reparameterisation `z = mu + exp(logvar / 2) * eps` with `eps` from a seeded generator, so
-//! the same seed gives the same run. All operations are differentiable (hand-written LayerNorm,
+//! encoders are what the metrics use; without it, contrasting sampled latents does not learn
+//! (see [`TmrTrainConfig::sample_latents`]), so the means are contrasted by default and the KL
+//! terms still regularise the logvar tokens. Optimiser: AdamW. When enabled, latents are
+//! sampled by reparameterisation `z = mu + exp(logvar / 2) * eps` with `eps` from a seeded
+//! generator; dropout masks come from the same generator, so the same seed gives the same run. All operations are differentiable (hand-written LayerNorm,
 //! `candle_nn::ops::softmax`).
 
 use std::collections::HashMap;
@@ -64,6 +66,12 @@ pub struct TmrTrainConfig {
     pub lambda_kl: f64,
     /// Weight of the latent embedding-similarity term (1e-5).
     pub lambda_e: f64,
+    /// Contrast sampled latents `mu + exp(logvar / 2) * eps` (`true`, as TMR) or the means
+    /// (`false`, the default here). TMR's motion-reconstruction loss keeps the posterior
+    /// variance small; without that decoder the sampling noise (std ~1 per channel at
+    /// initialisation) swamps the contrastive signal: on the synthetic cluster test R@1 stays at
+    /// chance after 400 steps with sampling, and reaches > 0.75 in 150 steps with the means.
+    pub sample_latents: bool,
     /// Seed of the initial weights, dropout and latent sampling.
     pub seed: u64,
 }
@@ -78,6 +86,7 @@ impl Default for TmrTrainConfig {
             lambda_nce: 0.1,
             lambda_kl: 1e-5,
             lambda_e: 1e-5,
+            sample_latents: false,
             seed: 0,
         }
     }
@@ -271,6 +280,9 @@ impl TmrTrainer {
     }
 
     fn sample(&mut self, mu: &Tensor, logvar: &Tensor) -> Result<Tensor> {
+        if !self.cfg.sample_latents {
+            return Ok(mu.clone());
+        }
         let n = mu.elem_count();
         let eps: Vec<f32> = (0..n)
             .map(|_| StandardNormal.sample(&mut self.rng))

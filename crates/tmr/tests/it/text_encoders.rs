@@ -175,3 +175,28 @@ fn missing_tokenizer_file_names_what_to_fetch() -> Result<()> {
     std::fs::remove_dir_all(&tmp)?;
     Ok(())
 }
+
+/// Manual check against a real all-MiniLM-L6-v2 (gated: needs `TMR_MINILM_DIR` and
+/// `TMR_MINILM_EXPECTED`, see `data-scripts/make_text_encoder_fixtures.py --minilm`).
+#[test]
+fn real_minilm_matches_sentence_transformers_when_available() -> Result<()> {
+    let (Some(dir), Some(expected)) = (
+        std::env::var_os("TMR_MINILM_DIR"),
+        std::env::var_os("TMR_MINILM_EXPECTED"),
+    ) else {
+        return Ok(());
+    };
+    let caps = captions()?;
+    let caps: Vec<&str> = caps.iter().take(3).map(String::as_str).collect();
+    let enc = SentenceEncoder::from_folder(dir, &Device::Cpu)?;
+    let f = enc.encode(&caps)?;
+    let exp = candle::safetensors::load(expected, &Device::Cpu)?;
+    assert_close(
+        &f.pooled,
+        &exp["pooled"],
+        TOL,
+        0.0,
+        "all-MiniLM-L6-v2 pooled",
+    );
+    Ok(())
+}
