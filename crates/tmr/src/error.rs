@@ -8,6 +8,9 @@ pub enum TmrError {
     /// A tensor operation failed (shape mismatch, unsupported dtype, ...).
     #[error(transparent)]
     Candle(#[from] candle::Error),
+    /// Feature statistics or normalisation failed (from `motion-repr`).
+    #[error(transparent)]
+    Repr(#[from] motion_repr::ReprError),
     /// A file the model needs does not exist.
     #[error("missing file {path}: {hint}")]
     MissingFile {

@@ -14,6 +14,7 @@ use candle_nn::VarBuilder;
 
 use crate::actor::{ActorEncoder, ActorEncoderConfig};
 use crate::error::{Result, TmrError};
+use motion_repr::Normalizer;
 
 /// Sizes of both TMR encoders. `Default` = the reference evaluator (motion 205 -> 256,
 /// text 512 -> 256, 6 layers, 4 heads, ff 1024).
@@ -96,17 +97,17 @@ pub struct Tmr {
     pub motion: ActorEncoder,
     /// Text encoder (`nfeats` 512 for CLIP token features).
     pub text: ActorEncoder,
-    /// TMR statistics `(mean, std)` `[nfeats]` used by [`Tmr::encode_motion`].
-    stats: Option<(Tensor, Tensor)>,
+    /// TMR feature statistics used by [`Tmr::encode_motion`].
+    normalizer: Option<Normalizer>,
 }
 
 impl Tmr {
-    /// Assembles a model from two encoders (no statistics yet: see [`Tmr::with_stats`]).
+    /// Assembles a model from two encoders (no statistics yet: see [`Tmr::with_normalizer`]).
     pub fn new(motion: ActorEncoder, text: ActorEncoder) -> Self {
         Self {
             motion,
             text,
-            stats: None,
+            normalizer: None,
         }
     }
 
@@ -126,39 +127,45 @@ impl Tmr {
         Ok(Self::new(motion, text))
     }
 
-    /// Sets the TMR feature statistics (`mean`, `std`, each `[nfeats]`), e.g. the reference's
-    /// `tmr-rifke-{mean,std}`.
-    pub fn with_stats(mut self, mean: Tensor, std: Tensor) -> Result<Self> {
+    /// Sets the TMR feature statistics (the reference's `tmr-rifke-{mean,std}`, e.g.
+    /// `Normalizer::from_files(".../tmr-rifke-mean.pt", ".../tmr-rifke-std.pt", &dev)`).
+    pub fn with_normalizer(mut self, normalizer: Normalizer) -> Result<Self> {
         let n = self.motion.config().nfeats;
-        for (what, t) in [("TMR mean", &mean), ("TMR std", &std)] {
-            if t.dims() != [n] {
-                return Err(TmrError::Shape {
-                    what: what.into(),
-                    expected: format!("[{n}]"),
-                    got: t.dims().to_vec(),
-                });
-            }
+        if normalizer.dim() != n {
+            return Err(TmrError::Shape {
+                what: "TMR statistics".into(),
+                expected: format!("[{n}] (the motion encoder's nfeats)"),
+                got: vec![normalizer.dim()],
+            });
         }
-        self.stats = Some((mean.to_dtype(DType::F32)?, std.to_dtype(DType::F32)?));
+        self.normalizer = Some(normalizer);
         Ok(self)
     }
 
-    /// Encodes raw (denormalised) motion features: `(x - mean) / std` with the TMR statistics,
-    /// then the motion encoder; returns the mu embeddings.
+    /// [`Tmr::with_normalizer`] from `mean` and `std` vectors `[nfeats]`.
+    pub fn with_stats(self, mean: Tensor, std: Tensor) -> Result<Self> {
+        self.with_normalizer(Normalizer::new(mean, std)?)
+    }
+
+    /// The TMR statistics, when set.
+    pub fn normalizer(&self) -> Option<&Normalizer> {
+        self.normalizer.as_ref()
+    }
+
+    /// Encodes raw (denormalised) motion features: `(x - mean) / std` with the TMR statistics
+    /// (padded frames zeroed after normalisation), then the motion encoder; returns the mu
+    /// embeddings.
     ///
     /// # Shapes
     /// `features [B, T, nfeats]`, `mask [B, T]` (1 = valid) -> `[B, latent_dim]`.
     pub fn encode_motion(&self, features: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let (mean, std) = self.stats.as_ref().ok_or_else(|| {
+        let normalizer = self.normalizer.as_ref().ok_or_else(|| {
             TmrError::Config(
-                "Tmr::encode_motion needs the TMR statistics: call Tmr::with_stats (or use encode_normalized_motion)".into(),
+                "Tmr::encode_motion needs the TMR statistics: call Tmr::with_normalizer (or use encode_normalized_motion)".into(),
             )
         })?;
         self.check_width(features, self.motion.config().nfeats, "motion features")?;
-        let device = features.device();
-        let x = features
-            .broadcast_sub(&mean.to_device(device)?)?
-            .broadcast_div(&std.to_device(device)?)?;
+        let x = normalizer.normalize_masked(features, mask)?;
         self.encode_normalized_motion(&x, mask)
     }
 

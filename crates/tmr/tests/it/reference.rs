@@ -155,9 +155,14 @@ fn positional_table_matches_the_reference_rows() -> Result<()> {
 fn encode_motion_renormalises_raw_features_with_the_tmr_statistics() -> Result<()> {
     let fx = Fixture::load("tmr")?;
     let (atol, rtol) = tolerance(&fx)?;
-    let stats = Fixture::load("standardization")?;
-    let (mean, std) = (stats.f32("tmr_rifke_mean")?, stats.f32("tmr_rifke_std")?);
-    let tmr = load_tmr(&fx)?.with_stats(mean.clone(), std.clone())?;
+    // The reference ships the statistics as torch.save'd tensors; read those files.
+    let normalizer = motion_repr::Normalizer::from_files(
+        fixture_path("standardization_tmr-rifke-mean.pt")?,
+        fixture_path("standardization_tmr-rifke-std.pt")?,
+        &Device::Cpu,
+    )?;
+    let (mean, std) = (normalizer.mean().clone(), normalizer.std().clone());
+    let tmr = load_tmr(&fx)?.with_normalizer(normalizer)?;
     let x = fx.f32("input.motion_x")?;
     let raw = x.broadcast_mul(&std)?.broadcast_add(&mean)?;
     let mu = tmr.encode_motion(&raw, &fx.tensor("input.motion_mask")?)?;
@@ -195,6 +200,12 @@ fn wrong_feature_width_is_a_shape_error() -> Result<()> {
     let bad_mask = Tensor::ones((2, 4), DType::F32, &Device::Cpu)?;
     let x = Tensor::zeros((2, 5, 205), DType::F32, &Device::Cpu)?;
     assert!(tmr.motion.forward(&x, &bad_mask).is_err());
+    // Statistics of the wrong width are rejected.
+    let bad = tmr.clone().with_stats(
+        Tensor::zeros(200, DType::F32, &Device::Cpu)?,
+        Tensor::ones(200, DType::F32, &Device::Cpu)?,
+    );
+    assert!(matches!(bad, Err(TmrError::Shape { .. })), "{bad:?}");
     // Missing statistics are an error, not an identity normalisation.
     assert!(matches!(
         tmr.encode_motion(&x, &Tensor::ones((2, 5), DType::F32, &Device::Cpu)?),
