@@ -227,30 +227,41 @@ impl EncoderLayer {
         })
     }
 
-    /// `x [B, L, d]`, `bias [B, 1, 1, L]` (0 valid, large negative padded). When `queries` is
-    /// `Some(q)`, only the first `q` positions are computed (their result does not depend on
-    /// the other positions' outputs: a post-norm layer is position-wise after attention).
+    /// One post-norm layer on packed rows.
+    ///
+    /// `x [N, d]` holds only the valid positions (tokens included), packed sample by sample;
+    /// `pack` maps them to and from the padded `[B, L]` layout used by attention, whose
+    /// `bias [B, 1, 1, L]` excludes padded keys. Linear layers and the feed-forward run on the
+    /// `N` valid rows only (PyTorch's fast path does the same with nested tensors). When
+    /// `last`, only the two token rows per sample are computed (`[2B, d]` out): nothing else
+    /// reaches the encoder output.
     fn forward(
         &self,
         x: &Tensor,
         bias: &Tensor,
-        queries: Option<usize>,
+        pack: &Packing,
+        last: bool,
         mode: &mut Mode,
     ) -> Result<Tensor> {
-        let (b, l, d) = x.dims3()?;
+        let (b, l, d) = (pack.b, pack.l, self.d);
         let (h, dh) = (self.num_heads, self.d / self.num_heads);
-        let lq = queries.unwrap_or(l).min(l);
         let wq = self.in_proj_weight.narrow(0, 0, d)?;
         let wkv = self.in_proj_weight.narrow(0, d, 2 * d)?;
         let bq = self.in_proj_bias.narrow(0, 0, d)?;
         let bkv = self.in_proj_bias.narrow(0, d, 2 * d)?;
-        let xq = if lq == l {
-            x.clone()
+        let xq = if last {
+            x.index_select(&pack.token_rows, 0)?
         } else {
-            x.narrow(1, 0, lq)?
+            x.clone()
         };
-        let q = xq.broadcast_matmul(&wq.t()?)?.broadcast_add(&bq)?;
-        let kv = x.broadcast_matmul(&wkv.t()?)?.broadcast_add(&bkv)?;
+        let lq = if last { 2 } else { l };
+        let q = xq.matmul(&wq.t()?)?.broadcast_add(&bq)?;
+        let q = if last {
+            q.reshape((b, 2, d))?
+        } else {
+            pack.unpack(&q)?
+        };
+        let kv = pack.unpack(&x.matmul(&wkv.t()?)?.broadcast_add(&bkv)?)?;
         let k = kv.narrow(2, 0, d)?;
         let v = kv.narrow(2, d, d)?;
         let heads = |t: &Tensor, n: usize| -> Result<Tensor> {
@@ -263,11 +274,13 @@ impl EncoderLayer {
         let logits = q.matmul(&k.t()?)?.broadcast_add(bias)?;
         let p = mode.softmax(&logits)?;
         let p = mode.dropout(&p)?;
-        let attn = p
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, lq, d))?
-            .apply(&self.out_proj)?;
+        let attn = p.matmul(&v)?.transpose(1, 2)?.reshape((b * lq, d))?;
+        let attn = if last {
+            attn
+        } else {
+            attn.index_select(&pack.valid_rows, 0)?
+        };
+        let attn = self.out_proj.forward(&attn)?;
         let attn = mode.dropout(&attn)?;
         let x = self.norm1.forward(&(xq + attn)?, mode.differentiable)?;
         let ff = self.linear1.forward(&x)?.gelu_erf()?;
@@ -275,6 +288,71 @@ impl EncoderLayer {
         let ff = self.linear2.forward(&ff)?;
         let ff = mode.dropout(&ff)?;
         self.norm2.forward(&(x + ff)?, mode.differentiable)
+    }
+}
+
+/// Maps the `N` valid positions of a padded `[B, L]` batch to packed rows and back.
+struct Packing {
+    b: usize,
+    l: usize,
+    /// `[N]` u32: flat `b * L + p` index of each valid position, sample by sample.
+    valid_rows: Tensor,
+    /// `[B * L]` u32: packed row of each position; padded positions point at row `N`
+    /// (a zero row appended by [`Packing::unpack`]).
+    scatter: Tensor,
+    /// `[2B]` u32: packed rows of the two token positions of each sample.
+    token_rows: Tensor,
+    n: usize,
+}
+
+impl Packing {
+    /// `key_valid [B][L]` (1 = valid).
+    fn new(key_valid: &[Vec<u8>], device: &Device) -> Result<Self> {
+        let b = key_valid.len();
+        let l = key_valid.first().map_or(0, Vec::len);
+        let mut valid_rows = Vec::new();
+        let mut scatter = Vec::with_capacity(b * l);
+        let mut token_rows = Vec::with_capacity(2 * b);
+        for (bi, row) in key_valid.iter().enumerate() {
+            for (p, &v) in row.iter().enumerate() {
+                if v != 0 {
+                    if p < 2 {
+                        token_rows.push(valid_rows.len() as u32);
+                    }
+                    scatter.push(valid_rows.len() as u32);
+                    valid_rows.push((bi * l + p) as u32);
+                } else {
+                    scatter.push(u32::MAX);
+                }
+            }
+        }
+        let n = valid_rows.len();
+        for s in scatter.iter_mut().filter(|s| **s == u32::MAX) {
+            *s = n as u32;
+        }
+        Ok(Self {
+            b,
+            l,
+            valid_rows: Tensor::from_vec(valid_rows, n, device)?,
+            scatter: Tensor::from_vec(scatter, b * l, device)?,
+            token_rows: Tensor::from_vec(token_rows, 2 * b, device)?,
+            n,
+        })
+    }
+
+    /// Padded `[B * L, c]` -> packed `[N, c]`.
+    fn pack(&self, x: &Tensor) -> Result<Tensor> {
+        x.index_select(&self.valid_rows, 0)
+    }
+
+    /// Packed `[N, c]` -> padded `[B, L, c]`, zero at padded positions.
+    fn unpack(&self, x: &Tensor) -> Result<Tensor> {
+        let c = x.dim(1)?;
+        debug_assert_eq!(x.dim(0)?, self.n);
+        let with_zero = Tensor::cat(&[x, &Tensor::zeros((1, c), x.dtype(), x.device())?], 0)?;
+        with_zero
+            .index_select(&self.scatter, 0)?
+            .reshape((self.b, self.l, c))
     }
 }
 
@@ -400,7 +478,7 @@ impl ActorEncoder {
         let tokens = self.tokens.unsqueeze(0)?.broadcast_as((b, 2, d))?;
         let seq = Tensor::cat(&[&tokens.to_dtype(dtype)?, &z], 1)?;
         let pe = sinusoidal_table(t + 2, d, device)?.to_dtype(dtype)?;
-        let mut seq = seq.broadcast_add(&pe)?;
+        let seq = seq.broadcast_add(&pe)?;
         // Additive key bias [B, 1, 1, T+2]: 0 for valid keys, -1e9 for padded ones. The two
         // token keys are always valid, so no row is fully masked (no NaN); exp(-1e9 - max)
         // underflows to exactly 0, as -inf would.
@@ -417,11 +495,15 @@ impl ActorEncoder {
                 &Tensor::full(-1e9f32, (b, t + 2), device)?.to_dtype(dtype)?,
             )?
             .reshape((b, 1, 1, t + 2))?;
-        let last = self.layers.len().saturating_sub(1);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let queries = if i == last { Some(2) } else { None };
-            seq = layer.forward(&seq, &bias, queries, mode)?;
+        let pack = Packing::new(&key_valid.to_device(&Device::Cpu)?.to_vec2::<u8>()?, device)?;
+        let mut rows = pack.pack(&seq.reshape((b * (t + 2), d))?)?;
+        if self.layers.is_empty() {
+            return rows.index_select(&pack.token_rows, 0)?.reshape((b, 2, d));
         }
-        seq.narrow(1, 0, 2)
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            rows = layer.forward(&rows, &bias, &pack, i == last, mode)?;
+        }
+        rows.reshape((b, 2, d))
     }
 }
