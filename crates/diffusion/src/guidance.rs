@@ -93,6 +93,10 @@ impl Denoiser for Guided<'_> {
         let out = self.inner.forward(&x_both, &g_both, &c_both, &m_both)?;
         let c = out.narrow(0, 0, b)?;
         let u = out.narrow(0, b, b)?;
+        let w = self.weight as f32;
+        if let Some(out) = crate::sampler::fused3(&u, &c, &c, |u, c, _| u + (c - u) * w) {
+            return out;
+        }
         &u + ((&c - &u)? * self.weight)?
     }
 }

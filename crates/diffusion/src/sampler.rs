@@ -112,13 +112,74 @@ impl DdpmCoefficients {
     }
 }
 
+/// Runs `f` on the contiguous `f32` CPU data of `t`, or returns `None` (other device, dtype or
+/// layout) so the caller falls back to tensor ops.
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let (start, end) = layout.contiguous_offsets()?;
+    match &*storage {
+        candle::Storage::Cpu(candle::CpuStorage::F32(v)) => Some(f(&v[start..end])),
+        _ => None,
+    }
+}
+
+/// Applies `f` element-wise over three same-shaped contiguous `f32` CPU tensors in one pass.
+pub(crate) fn fused3(
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    f: impl Fn(f32, f32, f32) -> f32,
+) -> Option<Result<Tensor>> {
+    if a.dims() != b.dims() || a.dims() != c.dims() {
+        return None;
+    }
+    let out = with_cpu_f32(a, |a| {
+        with_cpu_f32(b, |b| {
+            with_cpu_f32(c, |c| {
+                a.iter()
+                    .zip(b)
+                    .zip(c)
+                    .map(|((&a, &b), &c)| f(a, b, c))
+                    .collect::<Vec<f32>>()
+            })
+        })
+    })???;
+    Some(Tensor::from_vec(out, a.dims(), a.device()))
+}
+
 /// One DDPM ancestral step:
 /// `x_mean = sqrt(g_{k+1}) x0 + (c (x - sqrt(g_k) x0)) / sqrt(1 - g_k)`,
 /// `x = x_mean + noise * sqrt(var)`.
 ///
+/// Contiguous `f32` CPU tensors take a fused single-pass loop with the same `f32` operations in
+/// the same order (bit-identical to the tensor-op path, which other devices and dtypes use).
+///
 /// # Shapes
 /// `x`, `x0`, `noise`: the same shape; returns that shape.
 pub fn ddpm_step(
+    x: &Tensor,
+    x0: &Tensor,
+    g_cur: f32,
+    g_next: f32,
+    noise: &Tensor,
+) -> Result<Tensor> {
+    let k = DdpmCoefficients::new(g_cur, g_next);
+    let (sg, s1, sgn, sv) = (
+        g_cur.sqrt(),
+        (1.0 - g_cur).sqrt(),
+        g_next.sqrt(),
+        k.var.sqrt(),
+    );
+    let c = k.c;
+    if let Some(out) = fused3(x, x0, noise, |x, x0, z| {
+        (x0 * sgn + (c * (x - x0 * sg)) / s1) + z * sv
+    }) {
+        return out;
+    }
+    ddpm_step_ops(x, x0, g_cur, g_next, noise)
+}
+
+fn ddpm_step_ops(
     x: &Tensor,
     x0: &Tensor,
     g_cur: f32,
@@ -135,9 +196,24 @@ pub fn ddpm_step(
 /// One deterministic DDIM step (eta = 0):
 /// `eps = (x - sqrt(g_k) x0) / sqrt(1 - g_k)`, `x = sqrt(g_{k+1}) x0 + sqrt(1 - g_{k+1}) eps`.
 ///
+/// Contiguous `f32` CPU tensors take a fused single-pass loop (bit-identical to the tensor ops).
+///
 /// # Shapes
 /// `x`, `x0`: the same shape; returns that shape.
 pub fn ddim_step(x: &Tensor, x0: &Tensor, g_cur: f32, g_next: f32) -> Result<Tensor> {
+    let (sg, s1, sgn, s1n) = (
+        g_cur.sqrt(),
+        (1.0 - g_cur).sqrt(),
+        g_next.sqrt(),
+        (1.0 - g_next).sqrt(),
+    );
+    if let Some(out) = fused3(x, x0, x0, |x, x0, _| x0 * sgn + ((x - x0 * sg) / s1) * s1n) {
+        return out;
+    }
+    ddim_step_ops(x, x0, g_cur, g_next)
+}
+
+fn ddim_step_ops(x: &Tensor, x0: &Tensor, g_cur: f32, g_next: f32) -> Result<Tensor> {
     let eps = div_scalar(&(x - mul_scalar(x0, g_cur.sqrt())?)?, (1.0 - g_cur).sqrt())?;
     mul_scalar(x0, g_next.sqrt())? + mul_scalar(&eps, (1.0 - g_next).sqrt())?
 }
@@ -396,16 +472,16 @@ impl Sampler for DpmSolverPp2M {
             } else {
                 let (sc, sn, an) = ((1.0 - gc).sqrt(), (1.0 - gnx).sqrt(), gnx.sqrt());
                 let h = lambda(gnx) - lambda(gc);
-                let d = match (&prev, last) {
+                let em1 = (-h).exp_m1();
+                let (ca, cb) = (sn / sc, an * em1);
+                x = match (&prev, last) {
                     (Some((x0_prev, h_prev)), false) => {
                         let r = h_prev / h;
                         let a = 1.0 / (2.0 * r);
-                        ((&x0 * (1.0 + a))? - (x0_prev * a)?)?
+                        dpm_update(&x, &x0, x0_prev, ca, cb, 1.0 + a, a)?
                     }
-                    _ => x0.clone(),
+                    _ => dpm_update(&x, &x0, &x0, ca, cb, 1.0, 0.0)?,
                 };
-                let em1 = (-h).exp_m1();
-                x = ((&x * (sn / sc))? - (d * (an * em1))?)?;
                 prev = Some((x0.clone(), h));
             }
             on_step(&StepInfo {
@@ -423,6 +499,36 @@ impl Sampler for DpmSolverPp2M {
     fn steps(&self) -> usize {
         self.steps
     }
+}
+
+/// `x ca - (x0 p - x0_prev q) cb` (the DPM-Solver++ update with `D = p x0 - q x0_prev`), fused
+/// on contiguous `f32` CPU tensors (scalars rounded to `f32` as candle's `affine` does).
+fn dpm_update(
+    x: &Tensor,
+    x0: &Tensor,
+    x0_prev: &Tensor,
+    ca: f64,
+    cb: f64,
+    p: f64,
+    q: f64,
+) -> Result<Tensor> {
+    let (ca32, cb32, p32, q32) = (ca as f32, cb as f32, p as f32, q as f32);
+    let fused = if q == 0.0 {
+        fused3(x, x0, x0, |x, x0, _| x * ca32 - (x0 * p32) * cb32)
+    } else {
+        fused3(x, x0, x0_prev, |x, x0, xp| {
+            x * ca32 - (x0 * p32 - xp * q32) * cb32
+        })
+    };
+    if let Some(out) = fused {
+        return out;
+    }
+    let d = if q == 0.0 {
+        (x0 * p)?
+    } else {
+        ((x0 * p)? - (x0_prev * q)?)?
+    };
+    (x * ca)? - (d * cb)?
 }
 
 /// A sampler chosen by name (for configs and command lines).
@@ -461,5 +567,59 @@ impl std::str::FromStr for SamplerKind {
                 "unknown sampler {other:?} (expected ddpm, ddim or dpm++2m)"
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::noise::SeededNoise;
+
+    #[test]
+    fn fused_steps_are_bit_identical_to_the_tensor_op_path() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut n = SeededNoise::new(vec![3, 4]);
+        let (x, x0, z) = (
+            n.next(&[2, 7, 5], &dev)?,
+            n.next(&[2, 7, 5], &dev)?,
+            n.next(&[2, 7, 5], &dev)?,
+        );
+        let grid = CosineSchedule::new(DDPM_CLIP_MIN).grid(10);
+        for k in 0..10 {
+            let (g, gn) = (grid[k], grid[k + 1]);
+            let same = |a: Tensor, b: Tensor| -> Result<()> {
+                let (a, b) = (
+                    a.flatten_all()?.to_vec1::<f32>()?,
+                    b.flatten_all()?.to_vec1::<f32>()?,
+                );
+                assert!(a.iter().zip(&b).all(|(p, q)| p == q), "step {k}");
+                Ok(())
+            };
+            same(
+                ddpm_step(&x, &x0, g, gn, &z)?,
+                ddpm_step_ops(&x, &x0, g, gn, &z)?,
+            )?;
+            same(ddim_step(&x, &x0, g, gn)?, ddim_step_ops(&x, &x0, g, gn)?)?;
+            // A non-contiguous input takes the tensor-op path and gives the same result.
+            let xt = x.transpose(1, 2)?;
+            let x0t = x0.transpose(1, 2)?;
+            same(
+                dpm_update(&xt, &x0t, &xt, 0.9, 0.3, 1.7, 0.7)?.contiguous()?,
+                dpm_update(
+                    &xt.contiguous()?,
+                    &x0t.contiguous()?,
+                    &xt.contiguous()?,
+                    0.9,
+                    0.3,
+                    1.7,
+                    0.7,
+                )?,
+            )?;
+            same(
+                ddim_step(&xt, &x0t, g, gn)?.contiguous()?,
+                ddim_step(&xt.contiguous()?, &x0t.contiguous()?, g, gn)?,
+            )?;
+        }
+        Ok(())
     }
 }
