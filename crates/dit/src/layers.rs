@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 use rand::Rng;
 use rand::rngs::StdRng;
 
+use crate::attention::fused_attention;
 use crate::ops;
 
 /// LayerNorm epsilon of every norm in the reference network.
@@ -190,6 +191,17 @@ impl SelfAttention {
     pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
         let (b, n, d) = x.dims3()?;
         let h = self.heads;
+        if ctx.fast() && ops::fast_ok(x) {
+            let qkv = self.qkv.forward(x, ctx)?;
+            let a = fused_attention(
+                &qkv.narrow(2, 0, d)?,
+                &qkv.narrow(2, d, d)?,
+                &qkv.narrow(2, 2 * d, d)?,
+                h,
+                bias,
+            )?;
+            return self.out.forward(&a, ctx);
+        }
         let qkv = self
             .qkv
             .forward(x, ctx)?
@@ -234,6 +246,12 @@ impl CrossAttention {
         let (b, _n, d) = x.dims3()?;
         let l = cond.dim(1)?;
         let h = self.heads;
+        if ctx.fast() && ops::fast_ok(x) {
+            let q = self.q.forward(x, ctx)?;
+            let kv = self.kv.forward(cond, ctx)?;
+            let a = fused_attention(&q, &kv.narrow(2, 0, d)?, &kv.narrow(2, d, d)?, h, bias)?;
+            return self.out.forward(&a, ctx);
+        }
         let q = split_heads(&self.q.forward(x, ctx)?, h)?;
         let kv = self
             .kv

@@ -17,6 +17,7 @@
 //! neither owns a text encoder nor a body model.
 #![warn(missing_docs)]
 
+mod attention;
 mod checkpoint;
 mod config;
 mod layers;

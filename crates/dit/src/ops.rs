@@ -327,22 +327,8 @@ impl CustomOp2 for BiasSoftmax {
                 let s_row = &x[r * nk..(r + 1) * nk];
                 let bi = r / hq;
                 let b_row = &bias[bi * nk..(bi + 1) * nk];
-                let mut max = f32::NEG_INFINITY;
-                for ((o, v), bb) in o_row.iter_mut().zip(s_row).zip(b_row) {
-                    let t = v + bb;
-                    *o = t;
-                    max = max.max(t);
-                }
-                let mut sum = 0f32;
-                for o in o_row.iter_mut() {
-                    let e = (*o - max).exp();
-                    *o = e;
-                    sum += e;
-                }
-                let inv = 1.0 / sum;
-                for o in o_row.iter_mut() {
-                    *o *= inv;
-                }
+                o_row.copy_from_slice(s_row);
+                crate::attention::softmax_row(o_row, Some(b_row));
             }
         });
         Ok((CpuStorage::F32(dst), l1.shape().clone()))
@@ -350,7 +336,7 @@ impl CustomOp2 for BiasSoftmax {
 }
 
 /// Whether the fused CPU kernels apply to this tensor.
-fn fast_ok(x: &Tensor) -> bool {
+pub(crate) fn fast_ok(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 

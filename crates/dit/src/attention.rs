@@ -1,0 +1,250 @@
+//! Fused multi-head attention for CPU inference (Vaswani et al., "Attention Is All You Need",
+//! 2017): for every (sample, head) pair, `S = (Q K^T) / sqrt(dh)`, `P = softmax(S + bias)`,
+//! `O = P V` written straight into the heads-merged output. Queries, keys and values are read
+//! in place from strided views (e.g. the three thirds of a packed `qkv` projection), so no head
+//! split or merge copy is made; (sample, head) pairs run in parallel, each with a
+//! single-threaded `gemm` call on its own `[Nq, Nk]` scratch buffer.
+
+use candle::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+
+/// Raw output pointer shared by the worker threads; each (sample, head) pair writes a disjoint
+/// set of elements (its rows' `dh` columns).
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the pointer is only dereferenced at disjoint (row, column-block) positions by the
+// threads of one `std::thread::scope`, which all end before the buffer is used again.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// `exp(x)` for `f32` without libm: `2^n * p(r)` with `x = n ln2 + r`, `|r| <= ln2 / 2`, a
+/// degree-6 polynomial (Cephes `expf` coefficients; relative error ~2 ulp); inputs below -87
+/// give exactly 0 (masked keys). Branch-free so the row loops vectorise.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    let x_in = x;
+    let x = x.clamp(-87.0, 88.0);
+    // Round x / ln2 to the nearest integer with the 1.5 * 2^23 trick (no libm floor).
+    let t = x * std::f32::consts::LOG2_E + 12_582_912.0;
+    let n = t - 12_582_912.0;
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let r2 = r * r;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let e = p * r2 + r + 1.0;
+    let pow2 = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    if x_in < -87.0 { 0.0 } else { e * pow2 }
+}
+
+/// Softmax of one row in place after adding `bias` (when given).
+#[inline]
+pub(crate) fn softmax_row(row: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        for (v, bb) in row.iter_mut().zip(b) {
+            *v += bb;
+        }
+    }
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in row.iter_mut() {
+        let e = exp_f32(*v - max);
+        *v = e;
+        sum += e;
+    }
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Reads a `[B, N, W]` strided view with unit last stride: `(data, start, batch stride,
+/// row stride, B, N, W)`.
+fn view3<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> Result<(&'a [f32], usize, usize, usize, usize, usize, usize)> {
+    let data = match s {
+        CpuStorage::F32(d) => d.as_slice(),
+        _ => candle::bail!("attention {what}: expected f32"),
+    };
+    let (b, n, w) = l.shape().dims3()?;
+    let st = l.stride();
+    if w > 1 && st[2] != 1 {
+        candle::bail!("attention {what}: last dim must be contiguous, strides {st:?}")
+    }
+    let start = l.start_offset();
+    let end = start + (b.max(1) - 1) * st[0] + (n.max(1) - 1) * st[1] + w;
+    if end > data.len() {
+        candle::bail!("attention {what}: view out of bounds")
+    }
+    Ok((data, start, st[0], st[1], b, n, w))
+}
+
+pub(crate) struct FusedAttention {
+    pub heads: usize,
+    /// Additive per-key bias `[B, Nk]`, row-major, or empty.
+    pub bias: Vec<f32>,
+}
+
+impl CustomOp3 for FusedAttention {
+    fn name(&self) -> &'static str {
+        "dit-fused-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sq: &CpuStorage,
+        lq: &Layout,
+        sk: &CpuStorage,
+        lk: &Layout,
+        sv: &CpuStorage,
+        lv: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (q, q0, qbs, qrs, b, nq, d) = view3(sq, lq, "q")?;
+        let (k, k0, kbs, krs, bk, nk, dk) = view3(sk, lk, "k")?;
+        let (v, v0, vbs, vrs, bv, nv, dv) = view3(sv, lv, "v")?;
+        let h = self.heads;
+        if bk != b || bv != b || nv != nk || dk != d || dv != d || h == 0 || d % h != 0 {
+            candle::bail!(
+                "attention: q {:?}, k {:?}, v {:?} with {h} heads do not fit",
+                lq.dims(),
+                lk.dims(),
+                lv.dims()
+            )
+        }
+        if !self.bias.is_empty() && self.bias.len() != b * nk {
+            candle::bail!(
+                "attention: bias has {} values, expected {b} x {nk}",
+                self.bias.len()
+            )
+        }
+        let dh = d / h;
+        let scale = 1.0 / (dh as f32).sqrt();
+        let mut out = vec![0f32; b * nq * d];
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        let pairs = b * h;
+        let threads = candle::utils::get_num_threads().clamp(1, pairs.max(1));
+        let work = |first: usize, step: usize| {
+            let mut s = vec![0f32; nq * nk];
+            let out_ptr = out_ptr;
+            let mut pair = first;
+            while pair < pairs {
+                let (bi, hi) = (pair / h, pair % h);
+                let qp = q[q0 + bi * qbs + hi * dh..].as_ptr();
+                let kp = k[k0 + bi * kbs + hi * dh..].as_ptr();
+                let vp = v[v0 + bi * vbs + hi * dh..].as_ptr();
+                // SAFETY: the views were bounds-checked in `view3`; `s` holds nq * nk values;
+                // the output block (rows bi*nq.., columns hi*dh..hi*dh+dh, row stride d) lies
+                // inside `out` and no other pair writes it.
+                unsafe {
+                    gemm::gemm(
+                        nq,
+                        nk,
+                        dh,
+                        s.as_mut_ptr(),
+                        1,
+                        nk as isize,
+                        false,
+                        qp,
+                        1,
+                        qrs as isize,
+                        kp,
+                        krs as isize,
+                        1,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                let bias = if self.bias.is_empty() {
+                    None
+                } else {
+                    Some(&self.bias[bi * nk..(bi + 1) * nk])
+                };
+                for row in s.chunks_exact_mut(nk) {
+                    softmax_row(row, bias);
+                }
+                // SAFETY: as above.
+                unsafe {
+                    let op = out_ptr.0.add(bi * nq * d + hi * dh);
+                    gemm::gemm(
+                        nq,
+                        dh,
+                        nk,
+                        op,
+                        1,
+                        d as isize,
+                        false,
+                        s.as_ptr(),
+                        1,
+                        nk as isize,
+                        vp,
+                        1,
+                        vrs as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                pair += step;
+            }
+        };
+        if threads <= 1 {
+            work(0, 1);
+        } else {
+            std::thread::scope(|sc| {
+                for t in 1..threads {
+                    let work = &work;
+                    sc.spawn(move || work(t, threads));
+                }
+                work(0, threads);
+            });
+        }
+        Ok((CpuStorage::F32(out), Shape::from_dims(&[b, nq, d])))
+    }
+}
+
+/// Fused inference attention on views `q: [B, Nq, D]`, `k, v: [B, Nk, D]` (last dim
+/// contiguous; any batch / row strides), heads split channel-major, optional additive key bias
+/// `[B, Nk]`. Returns `[B, Nq, D]`. CPU, `f32`, no gradient.
+pub(crate) fn fused_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let bias = match bias {
+        Some(b) => b.flatten_all()?.to_vec1::<f32>()?,
+        None => Vec::new(),
+    };
+    q.apply_op3_no_bwd(k, v, &FusedAttention { heads, bias })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_is_within_a_few_ulps() {
+        let mut worst = 0f64;
+        for i in -87_000..=88_000 {
+            let x = i as f32 / 1000.0;
+            let e = (x as f64).exp();
+            worst = worst.max(((exp_f32(x) as f64) - e).abs() / e);
+        }
+        assert!(worst < 4e-7, "max relative error {worst:e}");
+        assert_eq!(exp_f32(-1e30), 0.0);
+        assert_eq!(exp_f32(0.0), 1.0);
+    }
+}
