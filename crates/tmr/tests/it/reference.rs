@@ -129,6 +129,17 @@ fn padded_positions_do_not_change_the_result_even_if_nan() -> Result<()> {
         &mask.i(3..4)?.narrow(1, 0, len)?,
     )?;
     assert_close(&alone, &a.i(3..4)?, 1e-5, 1e-5, "sample alone vs in batch");
+    // A fully padded sample still has its two token keys: finite output, no NaN.
+    let empty = tmr.encode_normalized_motion(
+        &x.i(0..1)?,
+        &Tensor::zeros((1, x.dim(1)?), DType::U8, &Device::Cpu)?,
+    )?;
+    let finite = empty
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .iter()
+        .all(|v| v.is_finite());
+    assert!(finite, "fully padded sample gave non-finite output");
     Ok(())
 }
 
