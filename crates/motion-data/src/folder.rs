@@ -10,7 +10,7 @@
 //!
 //! The CLIP folders are optional as a whole (the synthetic set has none); when `caption_clip/`
 //! exists, every sample must have both files. All faults of the folder are collected into one
-//! [`FaultReport`](crate::FaultReport).
+//! [`FaultReport`].
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
