@@ -16,6 +16,13 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// Method access so closures capture the whole (Send + Sync) wrapper, not its field.
+    fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `exp(x)` for `f32` without libm: `2^n * p(r)` with `x = n ln2 + r`, `|r| <= ln2 / 2`, a
 /// degree-6 polynomial (Cephes `expf` coefficients; relative error ~2 ulp); inputs below -87
 /// give exactly 0 (masked keys). Branch-free so the row loops vectorise.
@@ -33,7 +40,7 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let e = p * r2 + r + 1.0;
     let pow2 = f32::from_bits(((n as i32 + 127) << 23) as u32);
     if x_in < -87.0 { 0.0 } else { e * pow2 }
@@ -60,13 +67,16 @@ pub(crate) fn softmax_row(row: &mut [f32], bias: Option<&[f32]>) {
     }
 }
 
-/// Reads a `[B, N, W]` strided view with unit last stride: `(data, start, batch stride,
-/// row stride, B, N, W)`.
-fn view3<'a>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> Result<(&'a [f32], usize, usize, usize, usize, usize, usize)> {
+/// A `[B, N, W]` strided view with unit last stride.
+struct View<'a> {
+    data: &'a [f32],
+    start: usize,
+    batch_stride: usize,
+    row_stride: usize,
+    dims: (usize, usize, usize),
+}
+
+fn view3<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<View<'a>> {
     let data = match s {
         CpuStorage::F32(d) => d.as_slice(),
         _ => candle::bail!("attention {what}: expected f32"),
@@ -81,7 +91,13 @@ fn view3<'a>(
     if end > data.len() {
         candle::bail!("attention {what}: view out of bounds")
     }
-    Ok((data, start, st[0], st[1], b, n, w))
+    Ok(View {
+        data,
+        start,
+        batch_stride: st[0],
+        row_stride: st[1],
+        dims: (b, n, w),
+    })
 }
 
 pub(crate) struct FusedAttention {
@@ -104,9 +120,17 @@ impl CustomOp3 for FusedAttention {
         sv: &CpuStorage,
         lv: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (q, q0, qbs, qrs, b, nq, d) = view3(sq, lq, "q")?;
-        let (k, k0, kbs, krs, bk, nk, dk) = view3(sk, lk, "k")?;
-        let (v, v0, vbs, vrs, bv, nv, dv) = view3(sv, lv, "v")?;
+        let (qv, kv, vv) = (
+            view3(sq, lq, "q")?,
+            view3(sk, lk, "k")?,
+            view3(sv, lv, "v")?,
+        );
+        let (b, nq, d) = qv.dims;
+        let (bk, nk, dk) = kv.dims;
+        let (bv, nv, dv) = vv.dims;
+        let (q, q0, qbs, qrs) = (qv.data, qv.start, qv.batch_stride, qv.row_stride);
+        let (k, k0, kbs, krs) = (kv.data, kv.start, kv.batch_stride, kv.row_stride);
+        let (v, v0, vbs, vrs) = (vv.data, vv.start, vv.batch_stride, vv.row_stride);
         let h = self.heads;
         if bk != b || bv != b || nv != nk || dk != d || dv != d || h == 0 || d % h != 0 {
             candle::bail!(
@@ -130,7 +154,6 @@ impl CustomOp3 for FusedAttention {
         let threads = candle::utils::get_num_threads().clamp(1, pairs.max(1));
         let work = |first: usize, step: usize| {
             let mut s = vec![0f32; nq * nk];
-            let out_ptr = out_ptr;
             let mut pair = first;
             while pair < pairs {
                 let (bi, hi) = (pair / h, pair % h);
@@ -173,7 +196,7 @@ impl CustomOp3 for FusedAttention {
                 }
                 // SAFETY: as above.
                 unsafe {
-                    let op = out_ptr.0.add(bi * nq * d + hi * dh);
+                    let op = out_ptr.ptr().add(bi * nq * d + hi * dh);
                     gemm::gemm(
                         nq,
                         dh,
