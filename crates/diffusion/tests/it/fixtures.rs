@@ -259,12 +259,22 @@ fn samplers_reproduce_reference_outputs_with_replayed_x0_and_noise() -> Result<(
     );
     assert_eq!(seen.len(), steps);
     assert_close(&out, &fx.f32("output.ddpm")?, atol, rtol, "output.ddpm");
+    let c = test_fixtures::closeness(&out, &fx.f32("output.ddpm")?, 0.0, 0.0)?;
+    eprintln!(
+        "ddpm chain (our grid, replayed x0 + noise): max |diff| = {:e}",
+        c.max_abs
+    );
 
     let steps = fx.json_f64("/config/ddim_steps")? as usize;
     let den = replay(&fx, "ddim", steps)?;
     let mut empty = ReplayNoise::new(vec![]);
     let out = Ddim::new(steps).sample(&den, fx.f32("input.x")?, &cond, &frame_mask, &mut empty)?;
     assert_close(&out, &fx.f32("output.ddim")?, atol, rtol, "output.ddim");
+    let c = test_fixtures::closeness(&out, &fx.f32("output.ddim")?, 0.0, 0.0)?;
+    eprintln!(
+        "ddim chain (our grid, replayed x0): max |diff| = {:e}",
+        c.max_abs
+    );
     Ok(())
 }
 
@@ -361,6 +371,8 @@ fn ddpm_loss_matches_the_reference_in_both_reductions_and_the_as_written_formula
         rtol,
         "output.loss",
     );
+    let c = test_fixtures::closeness(&out.loss, &fx.f32("output.loss")?, 0.0, 0.0)?;
+    eprintln!("loss (all elements): |diff| = {:e}", c.max_abs);
 
     let masked = DdpmLoss {
         reduction: LossReduction::ValidFrames,
@@ -374,6 +386,8 @@ fn ddpm_loss_matches_the_reference_in_both_reductions_and_the_as_written_formula
         rtol,
         "alt.loss_valid_frames_only",
     );
+    let c = test_fixtures::closeness(&out.loss, &fx.f32("alt.loss_valid_frames_only")?, 0.0, 0.0)?;
+    eprintln!("loss (valid frames): |diff| = {:e}", c.max_abs);
 
     let as_written = DdpmLoss {
         formula: LossFormula::ReferenceAsWritten,
