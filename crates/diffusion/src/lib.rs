@@ -29,7 +29,7 @@ pub use error::{DiffusionError, Result};
 pub use guidance::{DEFAULT_GUIDANCE_WEIGHT, Guided};
 pub use loss::{DdpmLoss, LossFormula, LossOutput, LossReduction, lengths_to_mask};
 pub use noise::{NoiseSource, ReplayNoise, SeededNoise};
-pub use optim::{AdamW, AdamWConfig, Ema, WarmupCosine, clip_grad_norm, named_vars};
+pub use optim::{AdamW, AdamWConfig, Ema, EmaWarmup, WarmupCosine, clip_grad_norm, named_vars};
 pub use sampler::{
     Ddim, Ddpm, DdpmCoefficients, DpmSolverPp2M, Sampler, SamplerKind, StepCallback, StepInfo,
     ddim_step, ddpm_step,

@@ -265,36 +265,102 @@ impl WarmupCosine {
     }
 }
 
+/// The optional decay warm-up of the `ema_pytorch` package (used by the reference's training
+/// code through `ema_pytorch.EMA`): for the update after `n` calls, with
+/// `e = n - update_after_step - 1`, the weights are copied while `n <= update_after_step`, and
+/// otherwise `decay = min(beta, 1 - (1 + e / inv_gamma)^-power)` (0 when `e <= 0`).
+/// `ema_pytorch`'s defaults are `update_after_step = 100`, `inv_gamma = 1`, `power = 2/3`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EmaWarmup {
+    /// Updates before averaging starts (the EMA copies the weights until then).
+    pub update_after_step: u64,
+    /// Warm-up time scale.
+    pub inv_gamma: f64,
+    /// Warm-up exponent.
+    pub power: f64,
+}
+
+impl EmaWarmup {
+    /// `ema_pytorch`'s defaults: 100, 1, 2/3.
+    pub fn ema_pytorch_defaults() -> Self {
+        Self {
+            update_after_step: 100,
+            inv_gamma: 1.0,
+            power: 2.0 / 3.0,
+        }
+    }
+}
+
 /// Exponential moving average of the weights (Polyak & Juditsky 1992; as `ema_pytorch` with
-/// `update_every = 1`): `ema = lerp(ema, p, 1 - beta)` after every optimiser step.
+/// `update_every = 1`): `ema = lerp(ema, p, 1 - beta)` after every optimiser step, with a
+/// constant `beta` (the default, as the issue specifies) or the optional [`EmaWarmup`].
 #[derive(Debug, Clone)]
 pub struct Ema {
     beta: f64,
+    warmup: Option<EmaWarmup>,
+    updates: u64,
     shadow: Vec<(String, Tensor)>,
 }
 
 impl Ema {
-    /// Starts the average at the current weights of `vars`.
+    /// Starts the average at the current weights of `vars`, constant decay `beta`.
     pub fn new(vars: &[(String, Var)], beta: f64) -> Result<Self> {
         let shadow = vars
             .iter()
             .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { beta, shadow })
+        Ok(Self {
+            beta,
+            warmup: None,
+            updates: 0,
+            shadow,
+        })
     }
 
-    /// The decay `beta`.
+    /// Uses the `ema_pytorch` decay warm-up.
+    pub fn with_warmup(mut self, warmup: Option<EmaWarmup>) -> Self {
+        self.warmup = warmup;
+        self
+    }
+
+    /// The decay `beta` (the cap of the warm-up).
     pub fn beta(&self) -> f64 {
         self.beta
     }
 
-    /// `ema += (1 - beta) (p - ema)` for every parameter (torch's `lerp_` for weights < 0.5).
+    /// Number of updates applied.
+    pub fn updates(&self) -> u64 {
+        self.updates
+    }
+
+    /// The decay the next update uses (`None`: it copies the weights).
+    pub fn next_decay(&self) -> Option<f64> {
+        let n = self.updates + 1;
+        match self.warmup {
+            None => Some(self.beta),
+            Some(w) if n <= w.update_after_step => None,
+            Some(w) => {
+                let e = n as f64 - w.update_after_step as f64 - 1.0;
+                if e <= 0.0 {
+                    return Some(0.0);
+                }
+                Some((1.0 - (1.0 + e / w.inv_gamma).powf(-w.power)).clamp(0.0, self.beta))
+            }
+        }
+    }
+
+    /// `ema += (1 - decay) (p - ema)` for every parameter (torch's `lerp_` for weights < 0.5;
+    /// `ema + w (p - ema)` is used for every weight, `decay` from [`Ema::next_decay`]).
     pub fn update(&mut self, vars: &[(String, Var)]) -> Result<()> {
-        let w = 1.0 - self.beta;
+        let decay = self.next_decay();
+        self.updates += 1;
         for ((name, e), (vname, v)) in self.shadow.iter_mut().zip(vars) {
             debug_assert_eq!(name, vname);
             let p = v.as_tensor().detach();
-            *e = (&*e + ((p - &*e)? * w)?)?;
+            *e = match decay {
+                None => p.copy()?,
+                Some(d) => (&*e + ((p - &*e)? * (1.0 - d))?)?,
+            };
         }
         Ok(())
     }
@@ -304,14 +370,18 @@ impl Ema {
         self.shadow.iter().map(|(n, t)| (n.as_str(), t))
     }
 
-    /// Replaces every averaged tensor (when resuming).
-    pub fn restore(&mut self, mut f: impl FnMut(&str, &Tensor) -> Result<Tensor>) -> Result<()> {
+    /// Replaces every averaged tensor and the update count (when resuming).
+    pub fn restore(
+        &mut self,
+        updates: u64,
+        mut f: impl FnMut(&str, &Tensor) -> Result<Tensor>,
+    ) -> Result<()> {
         for (n, t) in &mut self.shadow {
             *t = f(n, t)?;
         }
+        self.updates = updates;
         Ok(())
     }
-
     /// Copies the averaged weights into `varmap` (e.g. a second model used for sampling).
     pub fn copy_into(&self, varmap: &VarMap) -> Result<()> {
         let data = varmap

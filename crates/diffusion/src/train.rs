@@ -29,7 +29,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DiffusionError, Result};
-use crate::optim::{AdamW, AdamWConfig, Ema, WarmupCosine, clip_grad_norm, named_vars};
+use crate::optim::{AdamW, AdamWConfig, Ema, EmaWarmup, WarmupCosine, clip_grad_norm, named_vars};
 
 /// Training hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -40,6 +40,9 @@ pub struct TrainConfig {
     pub lr: WarmupCosine,
     /// EMA decay, applied after every step.
     pub ema_beta: f64,
+    /// Optional `ema_pytorch` decay warm-up (`None`: constant `ema_beta`, the default).
+    #[serde(default)]
+    pub ema_warmup: Option<EmaWarmup>,
     /// Global gradient-norm clip (`None`: no clipping).
     pub grad_clip: Option<f64>,
     /// Seed of every random draw of training (see [`Trainer::rng`]).
@@ -54,6 +57,7 @@ impl TrainConfig {
             adamw,
             lr: WarmupCosine::reference(adamw.lr, total_steps),
             ema_beta: 0.9999,
+            ema_warmup: None,
             grad_clip: Some(1.0),
             seed: 0,
         }
@@ -170,7 +174,7 @@ impl Trainer {
         let vars = named_vars(varmap);
         Ok(Self {
             optimizer: AdamW::new(varmap, config.adamw)?,
-            ema: Ema::new(&vars, config.ema_beta)?,
+            ema: Ema::new(&vars, config.ema_beta)?.with_warmup(config.ema_warmup),
             vars,
             config,
         })
@@ -381,7 +385,7 @@ impl Trainer {
         }
         trainer
             .ema
-            .restore(|n, like| take(format!("ema.{n}"), like))?;
+            .restore(meta.step, |n, like| take(format!("ema.{n}"), like))?;
         trainer.optimizer.restore(meta.step, |n, like| {
             Ok((
                 take(format!("adam.m.{n}"), like)?,

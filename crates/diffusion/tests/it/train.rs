@@ -7,8 +7,8 @@ use anyhow::Result;
 use candle::{DType, Device, Module, Tensor};
 use candle_nn::{Init, Linear, Optimizer, VarBuilder, VarMap};
 use diffusion::{
-    AdamW, AdamWConfig, Conditioning, DdpmLoss, Denoiser, DiffusionError, Ema, LossReduction,
-    TrainConfig, Trainer, WarmupCosine, clip_grad_norm, lengths_to_mask, named_vars,
+    AdamW, AdamWConfig, Conditioning, DdpmLoss, Denoiser, DiffusionError, Ema, EmaWarmup,
+    LossReduction, TrainConfig, Trainer, WarmupCosine, clip_grad_norm, lengths_to_mask, named_vars,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
@@ -141,6 +141,47 @@ fn ema_is_a_lerp_towards_the_weights() -> Result<()> {
         (e[0] - 1.29).abs() < 1e-6 && (e[1] - 0.72).abs() < 1e-6,
         "{e:?}"
     );
+    Ok(())
+}
+
+#[test]
+fn ema_pytorch_warmup_copies_then_ramps_the_decay() -> Result<()> {
+    let dev = Device::Cpu;
+    let vm = VarMap::new();
+    vm.get(1, "w", Init::Const(0.0), DType::F32, &dev)?;
+    let vars = named_vars(&vm);
+    let warm = EmaWarmup {
+        update_after_step: 2,
+        inv_gamma: 1.0,
+        power: 1.0,
+    };
+    let mut ema = Ema::new(&vars, 0.9)?.with_warmup(Some(warm));
+    // Updates 1, 2: copy. Update 3: e = 0 -> decay 0 (copy). Update 4: e = 1 ->
+    // 1 - 2^-1 = 0.5. Update 5: e = 2 -> 1 - 3^-1 = 0.667. Large e: capped at beta = 0.9.
+    let mut decays = Vec::new();
+    for (k, p) in [1f32, 2.0, 3.0, 5.0, 8.0].iter().enumerate() {
+        decays.push(ema.next_decay());
+        set(&vm, "w", Tensor::new(&[*p], &dev)?)?;
+        ema.update(&vars)?;
+        let e = ema
+            .weights()
+            .next()
+            .map(|(_, t)| t.to_vec1::<f32>())
+            .transpose()?;
+        let e = e.unwrap_or_default()[0];
+        // By hand: 1, 2, 3, then 3 + 0.5 (5 - 3) = 4, then 4 + (1/3)(8 - 4) = 5.3333.
+        let expected = [1.0f32, 2.0, 3.0, 4.0, 16.0 / 3.0][k];
+        assert!(
+            (e - expected).abs() < 1e-6,
+            "update {}: {e} vs {expected}",
+            k + 1
+        );
+    }
+    assert_eq!(decays[..4], [None, None, Some(0.0), Some(0.5)]);
+    let ema = Ema::new(&vars, 0.9)?.with_warmup(Some(warm));
+    let mut late = ema.clone();
+    late.restore(1000, |_, t| Ok(t.clone()))?;
+    assert_eq!(late.next_decay(), Some(0.9));
     Ok(())
 }
 
