@@ -89,29 +89,26 @@ impl Linear {
         })
     }
 
-    fn matmul(&self, x: &Tensor) -> Result<(Tensor, Vec<usize>)> {
-        let dims = x.dims().to_vec();
-        let d_in = *dims.last().unwrap_or(&0);
+    fn apply(&self, x: &Tensor, gelu: bool, ctx: &Ctx) -> Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        let d_in = dims.last().copied().unwrap_or(0);
         let n = x.elem_count() / d_in.max(1);
-        let y = x.reshape((n, d_in))?.matmul(&self.w.t()?)?;
-        let mut out = dims;
-        if let Some(last) = out.last_mut() {
+        let y = ops::linear(&x.reshape((n, d_in))?, &self.w, &self.b, gelu, ctx.fast())?;
+        if let Some(last) = dims.last_mut() {
             *last = self.w.dim(0)?;
         }
-        Ok((y, out))
+        y.reshape(dims)
     }
 
     /// # Shapes
     /// `x: [..., in]` -> `[..., out]`.
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let (y, out) = self.matmul(x)?;
-        ops::bias_add(&y, &self.b, ctx.fast())?.reshape(out)
+        self.apply(x, false, ctx)
     }
 
-    /// `gelu_erf(Linear(x))`, bias add and GELU fused in inference.
+    /// `gelu_erf(Linear(x))`, fused in inference.
     pub fn forward_gelu(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let (y, out) = self.matmul(x)?;
-        ops::bias_gelu(&y, &self.b, ctx.fast())?.reshape(out)
+        self.apply(x, true, ctx)
     }
 }
 
@@ -353,12 +350,10 @@ impl AdaLnBlock {
         let fast = ctx.fast();
         let a = ops::ln_modulate(h, &chunk(1)?, &chunk(0)?, LN_EPS, fast)?;
         let a = self.sa.forward(&a, bias, ctx)?;
-        let a = a.broadcast_mul(&chunk(2)?.unsqueeze(1)?)?;
-        let h = (h + ctx.drop_path(&a)?)?;
+        let h = ops::gated_residual(h, &ctx.drop_path(&a)?, &chunk(2)?, fast)?;
         let b = ops::ln_modulate(&h, &chunk(4)?, &chunk(3)?, LN_EPS, fast)?;
         let b = self.ffn.forward(&b, ctx)?;
-        let b = b.broadcast_mul(&chunk(5)?.unsqueeze(1)?)?;
-        h + ctx.drop_path(&b)?
+        ops::gated_residual(&h, &ctx.drop_path(&b)?, &chunk(5)?, fast)
     }
 }
 

@@ -335,6 +335,160 @@ impl CustomOp2 for BiasSoftmax {
     }
 }
 
+/// `y = x W^T + b` (optionally followed by exact GELU) in one op: the output is pre-filled
+/// with the bias rows and `gemm` accumulates the product into it, so the bias costs no extra
+/// pass; GELU runs on the result while it is hot. `x: [N, in]`, `W: [out, in]`, `b: [out]`.
+struct GemmLinear {
+    gelu: bool,
+}
+
+impl CustomOp3 for GemmLinear {
+    fn name(&self) -> &'static str {
+        "dit-linear"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, "linear input")?;
+        let w = contiguous_f32(s2, l2, "linear weight")?;
+        let b = contiguous_f32(s3, l3, "linear bias")?;
+        let (n, d_in) = l1.shape().dims2()?;
+        let (d_out, w_in) = l2.shape().dims2()?;
+        if w_in != d_in || b.len() != d_out {
+            candle::bail!(
+                "linear: input {:?}, weight {:?}, bias {:?} do not fit",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            )
+        }
+        let mut dst = vec![0f32; n * d_out];
+        par_rows(&mut dst, d_out, |_, out| {
+            for row in out.chunks_exact_mut(d_out) {
+                row.copy_from_slice(b);
+            }
+        });
+        let threads = candle::utils::get_num_threads();
+        let par = if threads > 1 && n * d_out * d_in > 1 << 18 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        if n > 0 && d_out > 0 {
+            // SAFETY: dst is [n, d_out] row-major, x is [n, d_in] row-major, W is [d_out, d_in]
+            // row-major read as W^T ([d_in, d_out], column stride d_in, row stride 1); all
+            // slices hold exactly those sizes (checked above).
+            unsafe {
+                gemm::gemm(
+                    n,
+                    d_out,
+                    d_in,
+                    dst.as_mut_ptr(),
+                    1,
+                    d_out as isize,
+                    true,
+                    x.as_ptr(),
+                    1,
+                    d_in as isize,
+                    w.as_ptr(),
+                    d_in as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+            }
+        }
+        if self.gelu {
+            par_rows(&mut dst, 1, |_, out| {
+                for v in out.iter_mut() {
+                    *v = gelu_erf_f32(*v);
+                }
+            });
+        }
+        Ok((CpuStorage::F32(dst), Shape::from_dims(&[n, d_out])))
+    }
+}
+
+/// `x W^T + b` on 2-D `x: [N, in]` (PyTorch `nn.Linear` layout), optionally followed by exact
+/// GELU. The fast CPU path is one fused op; otherwise differentiable candle ops.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, gelu: bool, fast: bool) -> Result<Tensor> {
+    if fast && fast_ok(x) && w.dtype() == DType::F32 {
+        x.contiguous()?
+            .apply_op3_no_bwd(&w.contiguous()?, &b.contiguous()?, &GemmLinear { gelu })
+    } else {
+        let y = x.matmul(&w.t()?)?.broadcast_add(b)?;
+        if gelu { y.gelu_erf() } else { Ok(y) }
+    }
+}
+
+/// `h + gate[b] * y` (AdaLN residual), `h`, `y`: `[B, N, D]`, `gate`: `[B, D]`, one pass.
+struct GatedResidual;
+
+impl CustomOp3 for GatedResidual {
+    fn name(&self) -> &'static str {
+        "dit-gated-residual"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let h = contiguous_f32(s1, l1, "gated_residual h")?;
+        let y = contiguous_f32(s2, l2, "gated_residual y")?;
+        let g = contiguous_f32(s3, l3, "gated_residual gate")?;
+        let (b, n, d) = l1.shape().dims3()?;
+        if l2.dims() != l1.dims() || g.len() != b * d {
+            candle::bail!(
+                "gated_residual: h {:?}, y {:?}, gate {:?} do not fit",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            )
+        }
+        let mut dst = vec![0f32; h.len()];
+        par_rows(&mut dst, d, |r0, out| {
+            for (i, o_row) in out.chunks_exact_mut(d).enumerate() {
+                let r = r0 + i;
+                let bi = r / n;
+                let gr = &g[bi * d..(bi + 1) * d];
+                let hr = &h[r * d..(r + 1) * d];
+                let yr = &y[r * d..(r + 1) * d];
+                for (((o, hv), yv), gv) in o_row.iter_mut().zip(hr).zip(yr).zip(gr) {
+                    *o = hv + gv * yv;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(dst), l1.shape().clone()))
+    }
+}
+
+/// `h + gate * y` with a per-sample gate broadcast over tokens.
+///
+/// # Shapes
+/// `h`, `y`: `[B, N, D]`; `gate`: `[B, D]`; returns `[B, N, D]`.
+pub fn gated_residual(h: &Tensor, y: &Tensor, gate: &Tensor, fast: bool) -> Result<Tensor> {
+    if fast && fast_ok(h) {
+        h.contiguous()?
+            .apply_op3_no_bwd(&y.contiguous()?, &gate.contiguous()?, &GatedResidual)
+    } else {
+        h + y.broadcast_mul(&gate.unsqueeze(1)?)?
+    }
+}
+
 /// Whether the fused CPU kernels apply to this tensor.
 pub(crate) fn fast_ok(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
@@ -517,6 +671,8 @@ mod tests {
         );
         let sc = randn(&[3, 64], 0.0, 1.0)?;
         let sh = randn(&[3, 64], 0.0, 1.0)?;
+        let gr = gated_residual(&x, &x, &sc, true)?;
+        assert!(max_diff(&gr, &gated_residual(&x, &x, &sc, false)?)? < 1e-6);
         let m_fast = ln_modulate(&x, &sc, &sh, 1e-6, true)?;
         assert!(max_diff(&m_fast, &ln_modulate(&x, &sc, &sh, 1e-6, false)?)? < 1e-5);
         let logits = randn(&[3, 4, 70, 70], 0.0, 3.0)?;
