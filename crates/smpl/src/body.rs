@@ -69,6 +69,17 @@ struct SparseWeights {
     weights: Vec<f32>,
 }
 
+/// Vertices per block of the CPU path: a `[T, 3 * 256]` pose-offset block stays in cache.
+const VERTEX_BLOCK: usize = 256;
+
+/// Pose blend shapes `[9 (J - 1), 3V]`, whole (device path) or in vertex blocks of
+/// [`VERTEX_BLOCK`] (CPU path: `[9 (J - 1), 3 nb]` each, contiguous).
+#[derive(Debug, Clone)]
+enum PoseDirs {
+    Full(Tensor),
+    Blocks(Vec<Tensor>),
+}
+
 /// A SMPL-family body model (SMPL, SMPL-H) in the official array layout.
 ///
 /// ```
@@ -106,8 +117,8 @@ pub struct BodyModel {
     shapedirs: Option<Tensor>,
     /// `[B, 3J]`: `J_regressor @ shapedirs` per coefficient.
     joint_shapedirs: Option<Tensor>,
-    /// `[9 (J - 1), 3V]` (transposed official `posedirs [V, 3, 9 (J - 1)]`).
-    posedirs: Option<Tensor>,
+    /// Pose blend shapes, transposed official `posedirs [V, 3, 9 (J - 1)]`.
+    posedirs: Option<PoseDirs>,
     /// `J_regressor @ v_template`, `[J, 3]`, on the host.
     rest_joints: Vec<f32>,
     hands_mean: Option<(Tensor, Tensor)>,
@@ -177,20 +188,6 @@ impl Loader<'_> {
             }
         }
     }
-}
-
-fn host_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    {
-        let (storage, layout) = t.storage_and_layout();
-        if let (Storage::Cpu(cpu), Some((a, b)), DType::F32) =
-            (&*storage, layout.contiguous_offsets(), t.dtype())
-        {
-            let s = cpu.as_slice::<f32>()?;
-            return Ok(f(&s[a..b]));
-        }
-    }
-    let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    Ok(f(&v))
 }
 
 impl BodyModel {
@@ -433,22 +430,29 @@ impl BodyModel {
         let posedirs = match posedirs {
             None => None,
             Some(data) => {
-                let pd = Tensor::from_vec(data, (3 * v, pose_dim), &cpu)?;
-                Some(pd.t()?.contiguous()?.to_device(device)?)
+                let pd = Tensor::from_vec(data, (3 * v, pose_dim), &cpu)?.t()?;
+                if device.is_cpu() {
+                    let blocks = (0..v)
+                        .step_by(VERTEX_BLOCK)
+                        .map(|v0| {
+                            let nb = VERTEX_BLOCK.min(v - v0);
+                            pd.narrow(1, 3 * v0, 3 * nb)?.contiguous()
+                        })
+                        .collect::<candle::Result<Vec<_>>>()?;
+                    Some(PoseDirs::Blocks(blocks))
+                } else {
+                    Some(PoseDirs::Full(pd.contiguous()?.to_device(device)?))
+                }
             }
         };
-
         // Sparse skinning weights.
-        let w_host = host_slice(&Tensor::from_vec(weights.clone(), (v, j), &cpu)?, |s| {
-            s.to_vec()
-        })?;
         let mut sparse = SparseWeights {
             offsets: Vec::with_capacity(v + 1),
             joints: Vec::new(),
             weights: Vec::new(),
         };
         sparse.offsets.push(0);
-        for row in w_host.chunks_exact(j) {
+        for row in weights.chunks_exact(j) {
             for (jj, &x) in row.iter().enumerate() {
                 if x != 0.0 {
                     sparse.joints.push(jj as u32);
@@ -516,6 +520,7 @@ impl BodyModel {
 
     /// Whether the model has pose blend shapes (`posedirs`).
     pub fn has_pose_blend_shapes(&self) -> bool {
+        // (Full on accelerators, vertex blocks on the CPU.)
         self.posedirs.is_some()
     }
 
@@ -585,23 +590,40 @@ impl BodyModel {
         // (1) Shape blend shapes and joint regression.
         let (v_shaped, rest_joints) = self.shaped(params.betas.as_ref(), t)?;
 
-        // (2) Pose blend shapes from (R - I) of joints 1..J-1.
-        // `[T or 1, 3V]`: a single row when nothing varies over the frames.
-        let v_posed = match self.pose_offsets(&rots, t)? {
-            Some(off) => v_shaped.broadcast_add(&off)?,
-            None => v_shaped,
-        };
+        // (2) Pose-feature runs (R - I) of joints 1..J-1 (a single row for joints constant over
+        // the frames); the matmul with posedirs happens per vertex block on the CPU.
+        let runs = self.pose_runs(&rots, t)?;
 
         // (3) Forward kinematics on the host.
         let (posed_joints, transforms) = self.kinematics(&rots, &rest_joints, t);
 
-        // (4) Linear blend skinning.
-        let vertices = if dev.is_cpu() {
-            self.skin_cpu(&v_posed, &transforms, t)?
-        } else {
-            self.skin_tensor(&v_posed, &transforms, t)?
+        // (4) Pose blend shapes + linear blend skinning (+ transl).
+        let vertices = match &self.posedirs {
+            Some(PoseDirs::Full(pd)) => {
+                let mut v_posed = v_shaped;
+                let mut off: Option<Tensor> = None;
+                for (start, feat) in &runs {
+                    let term = feat.matmul(&pd.narrow(0, *start, feat.dims()[1])?)?;
+                    off = Some(match off {
+                        None => term,
+                        Some(acc) => acc.broadcast_add(&term)?,
+                    });
+                }
+                if let Some(off) = off {
+                    v_posed = v_posed.broadcast_add(&off)?;
+                }
+                self.skin_tensor(&v_posed, &transforms, t)?
+                    .broadcast_add(&transl.unsqueeze(1)?)?
+            }
+            blocks => {
+                let blocks = match blocks {
+                    Some(PoseDirs::Blocks(b)) => b.as_slice(),
+                    _ => &[],
+                };
+                let tr = transl.flatten_all()?.to_vec1::<f32>()?;
+                self.skin_cpu(&v_shaped, &runs, blocks, &transforms, &tr, t)?
+            }
         };
-        let vertices = vertices.broadcast_add(&transl.unsqueeze(1)?)?;
         let mut joints = Tensor::from_vec(posed_joints, (t, nj, 3), dev)?
             .broadcast_add(&transl.unsqueeze(1)?)?;
         if opts.extra_vertex_joints {
@@ -692,11 +714,12 @@ impl BodyModel {
         Ok((v_shaped, joints))
     }
 
-    /// Pose blend-shape offsets `[T or 1, 3V]`, or `None` without `posedirs`.
-    fn pose_offsets(&self, rots: &[f32], t: usize) -> Result<Option<Tensor>> {
-        let Some(pd) = &self.posedirs else {
-            return Ok(None);
-        };
+    /// Pose features of runs of consecutive joints that are either all varying or all constant
+    /// over the frames: `(first posedirs row, feat [T or 1, 9 k])`, empty without `posedirs`.
+    fn pose_runs(&self, rots: &[f32], t: usize) -> Result<Vec<(usize, Tensor)>> {
+        if self.posedirs.is_none() {
+            return Ok(Vec::new());
+        }
         let nj = self.num_joints;
         // Joint j (1..J) is constant when every frame repeats frame 0's rotation.
         let constant: Vec<bool> = (1..nj)
@@ -705,15 +728,7 @@ impl BodyModel {
                 (1..t).all(|f| &rots[9 * (f * nj + j)..9 * (f * nj + j) + 9] == first)
             })
             .collect();
-        let mut total: Option<Tensor> = None;
-        let mut add = |x: Tensor| -> Result<()> {
-            total = Some(match total.take() {
-                None => x,
-                Some(acc) => acc.broadcast_add(&x)?,
-            });
-            Ok(())
-        };
-        // Runs of consecutive joints with the same constancy.
+        let mut runs = Vec::new();
         let mut start = 0;
         while start < nj - 1 {
             let c = constant[start];
@@ -730,11 +745,10 @@ impl BodyModel {
                     feat.extend(r.iter().zip(&mat3::IDENTITY).map(|(&x, &i)| x - i));
                 }
             }
-            let feat = Tensor::from_vec(feat, (rows, k), &self.device)?;
-            add(feat.matmul(&pd.narrow(0, 9 * start, k)?)?)?;
+            runs.push((9 * start, Tensor::from_vec(feat, (rows, k), &self.device)?));
             start = end;
         }
-        Ok(total)
+        Ok(runs)
     }
 
     /// Posed joints `[T*J*3]` and skinning transforms `[T, J, 12]` (3x4 row-major) on the host.
@@ -782,48 +796,66 @@ impl BodyModel {
         (joints, transforms)
     }
 
-    /// CPU skinning with sparse weights, frames spread over the available threads.
-    fn skin_cpu(&self, v_posed: &Tensor, transforms: &[f32], t: usize) -> Result<Tensor> {
-        let (nv, nj) = (self.num_vertices, self.num_joints);
-        let mut out = vec![0f32; t * nv * 3];
-        let sp = &self.sparse;
-        let rows = v_posed.dims()[0];
-        host_slice(v_posed, |vp| {
-            let threads = std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(t.max(1));
-            let per = t.div_ceil(threads.max(1)).max(1);
+    /// CPU path: per block of [`VERTEX_BLOCK`] vertices, the pose-offset matmuls of that block
+    /// (`[T, 9k] x [9k, 3 nb]`, cache-sized), then sparse-weight skinning of the block for every
+    /// frame, fused with `v_shaped + offsets` and the translation; frames are spread over the
+    /// available threads.
+    ///
+    /// `v_shaped` is `[T or 1, 3V]`; `blocks` is empty without pose blend shapes.
+    fn skin_cpu(
+        &self,
+        v_shaped: &Tensor,
+        runs: &[(usize, Tensor)],
+        blocks: &[Tensor],
+        transforms: &[f32],
+        transl: &[f32],
+        t: usize,
+    ) -> Result<Tensor> {
+        let nv = self.num_vertices;
+        let n3 = 3 * nv;
+        let mut out = vec![0f32; t * n3];
+        let vs = v_shaped.contiguous()?;
+        let vs_rows = vs.dims()[0];
+        let (vs_guard, vs_layout) = vs.storage_and_layout();
+        let base = cpu_view(&vs_guard, vs_layout)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = t.div_ceil(threads.clamp(1, t.max(1))).max(1);
+        let nblocks = nv.div_ceil(VERTEX_BLOCK);
+        for b in 0..nblocks {
+            let v0 = b * VERTEX_BLOCK;
+            let nb = VERTEX_BLOCK.min(nv - v0);
+            let terms: Vec<Tensor> = match blocks.get(b) {
+                Some(pdb) => runs
+                    .iter()
+                    .map(|(start, feat)| feat.matmul(&pdb.narrow(0, *start, feat.dims()[1])?))
+                    .collect::<candle::Result<_>>()?,
+                None => Vec::new(),
+            };
+            let guards: Vec<_> = terms.iter().map(|x| x.storage_and_layout()).collect();
+            let term_views = guards
+                .iter()
+                .zip(&terms)
+                .map(|((g, l), x)| Ok((cpu_view(g, l)?, x.dims()[0])))
+                .collect::<Result<Vec<_>>>()?;
+            let job = BlockJob {
+                sparse: &self.sparse,
+                nj: self.num_joints,
+                n3,
+                v0,
+                nb,
+                base: (base, vs_rows),
+                terms: &term_views,
+                transforms,
+                transl,
+            };
             std::thread::scope(|s| {
-                for (ci, chunk) in out.chunks_mut(per * nv * 3).enumerate() {
-                    s.spawn(move || {
-                        for (fi, of) in chunk.chunks_exact_mut(nv * 3).enumerate() {
-                            let f = ci * per + fi;
-                            let a = &transforms[12 * f * nj..12 * (f + 1) * nj];
-                            let r = if rows == 1 { 0 } else { f };
-                            let p = &vp[3 * nv * r..3 * nv * (r + 1)];
-                            for v in 0..nv {
-                                let mut m = [0f32; 12];
-                                for k in sp.offsets[v]..sp.offsets[v + 1] {
-                                    let w = sp.weights[k];
-                                    let aj = &a[12 * sp.joints[k] as usize
-                                        ..12 * sp.joints[k] as usize + 12];
-                                    for e in 0..12 {
-                                        m[e] += w * aj[e];
-                                    }
-                                }
-                                let (x, y, z) = (p[3 * v], p[3 * v + 1], p[3 * v + 2]);
-                                for i in 0..3 {
-                                    of[3 * v + i] = m[4 * i] * x
-                                        + m[4 * i + 1] * y
-                                        + m[4 * i + 2] * z
-                                        + m[4 * i + 3];
-                                }
-                            }
-                        }
-                    });
+                for (ci, chunk) in out.chunks_mut(per * n3).enumerate() {
+                    let job = &job;
+                    s.spawn(move || job.run(ci * per, chunk));
                 }
             });
-        })?;
+        }
+        drop(vs_guard);
         Ok(Tensor::from_vec(out, (t, nv, 3), &self.device)?)
     }
 
@@ -841,6 +873,109 @@ impl BodyModel {
         let vh = Tensor::cat(&[&v_posed, &ones], 2)?.unsqueeze(2)?;
         Ok(m.broadcast_mul(&vh)?.sum(3)?)
     }
+}
+
+/// The contiguous f32 data of a CPU storage.
+fn cpu_view<'a>(storage: &'a Storage, layout: &candle::Layout) -> Result<&'a [f32]> {
+    let Storage::Cpu(cpu) = storage else {
+        return Err(SmplError::Params(
+            "CPU skinning got a non-CPU tensor".into(),
+        ));
+    };
+    let (a, b) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| SmplError::Params("CPU skinning got a non-contiguous tensor".into()))?;
+    Ok(&cpu.as_slice::<f32>()?[a..b])
+}
+
+/// One vertex block of the CPU skinning kernel.
+struct BlockJob<'a> {
+    sparse: &'a SparseWeights,
+    nj: usize,
+    n3: usize,
+    v0: usize,
+    nb: usize,
+    /// `v_shaped` `[T or 1, 3V]` and its row count.
+    base: (&'a [f32], usize),
+    /// Pose-offset terms `[T or 1, 3 nb]` of this block and their row counts.
+    terms: &'a [(&'a [f32], usize)],
+    transforms: &'a [f32],
+    transl: &'a [f32],
+}
+
+impl BlockJob<'_> {
+    /// Skins this block for the frames `f0..` whose output rows are `out` (`[n, 3V]`).
+    fn run(&self, f0: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+                unsafe { self.run_avx2(f0, out) };
+                return;
+            }
+        }
+        self.run_generic(f0, out);
+    }
+
+    /// The same code compiled with AVX2 enabled (wider vectors; no FMA contraction, so the
+    /// results are bit-identical to the generic build).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn run_avx2(&self, f0: usize, out: &mut [f32]) {
+        self.run_generic(f0, out);
+    }
+
+    #[inline(always)]
+    fn run_generic(&self, f0: usize, out: &mut [f32]) {
+        let (n3, nj, v0) = (self.n3, self.nj, self.v0);
+        let sp = self.sparse;
+        for (fi, of) in out.chunks_exact_mut(n3).enumerate() {
+            let f = f0 + fi;
+            let base = frame_row(self.base, f, n3);
+            let a = &self.transforms[12 * f * nj..12 * (f + 1) * nj];
+            let tr = &self.transl[3 * f..3 * f + 3];
+            for i in 0..self.nb {
+                let v = v0 + i;
+                // v_posed = v_shaped + (sum of the pose offset terms).
+                let mut p = [0f32; 3];
+                if let Some((first, rest)) = self.terms.split_first() {
+                    let row = frame_row(*first, f, 3 * self.nb);
+                    p.copy_from_slice(&row[3 * i..3 * i + 3]);
+                    for term in rest {
+                        let row = frame_row(*term, f, 3 * self.nb);
+                        for c in 0..3 {
+                            p[c] += row[3 * i + c];
+                        }
+                    }
+                }
+                for c in 0..3 {
+                    p[c] += base[3 * v + c];
+                }
+                let mut m = [0f32; 12];
+                for k in sp.offsets[v]..sp.offsets[v + 1] {
+                    let w = sp.weights[k];
+                    let j = sp.joints[k] as usize;
+                    let aj = &a[12 * j..12 * j + 12];
+                    for e in 0..12 {
+                        m[e] += w * aj[e];
+                    }
+                }
+                for c in 0..3 {
+                    of[3 * v + c] = (m[4 * c] * p[0]
+                        + m[4 * c + 1] * p[1]
+                        + m[4 * c + 2] * p[2]
+                        + m[4 * c + 3])
+                        + tr[c];
+                }
+            }
+        }
+    }
+}
+
+/// Row `f` of a `[T or 1, n3]` host array (row 0 when it has a single row).
+fn frame_row(v: (&[f32], usize), f: usize, n3: usize) -> &[f32] {
+    let r = if v.1 == 1 { 0 } else { f };
+    &v.0[n3 * r..n3 * (r + 1)]
 }
 
 /// Checks `betas` (`[B]`, `[1, B]` or `[T, B]`, `B <= max_b`) and returns it as 2-D.
@@ -881,11 +1016,27 @@ mod tests {
             }
         }
         let (v_shaped, rest) = model.shaped(None, t)?;
-        let v_posed =
-            v_shaped.broadcast_add(&model.pose_offsets(&rots, t)?.expect("posedirs present"))?;
+        // Joints with j % 5 == 2 keep the identity: several constant / varying runs.
+        let runs = model.pose_runs(&rots, t)?;
+        assert!(runs.len() > 2, "{} runs", runs.len());
+        let Some(PoseDirs::Blocks(blocks)) = &model.posedirs else {
+            panic!("CPU models keep posedirs in vertex blocks");
+        };
+        let full = Tensor::cat(blocks, 1)?;
+        let mut v_posed = v_shaped.clone();
+        for (start, feat) in &runs {
+            v_posed = v_posed.broadcast_add(&feat.matmul(&full.narrow(
+                0,
+                *start,
+                feat.dims()[1],
+            )?)?)?;
+        }
         let (_, tr) = model.kinematics(&rots, &rest, t);
-        let a = model.skin_cpu(&v_posed, &tr, t)?;
-        let b = model.skin_tensor(&v_posed, &tr, t)?;
+        let transl = [0.1f32, -0.2, 0.3, 1.0, 2.0, 3.0, -1.0, 0.0, 0.5];
+        let a = model.skin_cpu(&v_shaped, &runs, blocks, &tr, &transl, t)?;
+        let b = model
+            .skin_tensor(&v_posed, &tr, t)?
+            .broadcast_add(&Tensor::new(&transl, &Device::Cpu)?.reshape((t, 1, 3))?)?;
         let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "max diff {diff}");
         Ok(())
