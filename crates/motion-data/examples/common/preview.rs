@@ -107,7 +107,7 @@ pub fn render(m: &SynthMotion, path: &Path) -> anyhow::Result<()> {
             centre,
         );
     }
-    // Top-down map: pelvis path (green), feet (blue left, red right), 1 pixel = 1.5 cm.
+    // Top-down map: pelvis path (green), grounded feet (blue left, red right).
     let (mut lo, mut hi) = ([f32::MAX; 2], [f32::MIN; 2]);
     for jt in &m.joints {
         for k in [0, 10, 11] {
@@ -117,7 +117,9 @@ pub fn render(m: &SynthMotion, path: &Path) -> anyhow::Result<()> {
             }
         }
     }
-    let s = 1.0 / 0.015;
+    // At most 1.5 cm per pixel, less when the path would not fit.
+    let span = (hi[0] - lo[0]).max(hi[1] - lo[1]).max(1e-3);
+    let s = (1.0 / 0.015f32).min(0.9 * map as f32 / span);
     let cx = (lo[0] + hi[0]) / 2.0;
     let cy = (lo[1] + hi[1]) / 2.0;
     let to = |p: &[f32; 3]| {

@@ -144,8 +144,9 @@ pub struct Arm {
     pub forward: f32,
     /// Elbow flexion bringing the forearm forward (when the arm hangs).
     pub elbow: f32,
-    /// Elbow flexion bringing the forearm up (when the arm is raised sideways).
-    pub elbow_up: f32,
+    /// External rotation of the upper arm about its own axis: at pi/2 with the arm raised
+    /// sideways, elbow flexion brings the forearm up instead of forward.
+    pub twist: f32,
 }
 
 /// A body pose (root orientation apart from the yaw, and joint angles).
@@ -200,7 +201,7 @@ const ARM_REST: Arm = Arm {
     raise: 0.2,
     forward: 0.0,
     elbow: 0.15,
-    elbow_up: 0.0,
+    twist: 0.0,
 };
 
 /// The standing pose.
@@ -248,7 +249,7 @@ fn lerp_arm(a: Arm, b: Arm, w: f32) -> Arm {
         raise: lerp(a.raise, b.raise, w),
         forward: lerp(a.forward, b.forward, w),
         elbow: lerp(a.elbow, b.elbow, w),
-        elbow_up: lerp(a.elbow_up, b.elbow_up, w),
+        twist: lerp(a.twist, b.twist, w),
     }
 }
 
@@ -295,8 +296,10 @@ impl Pose {
                 &mat3::rot_z(sign * leg.abduct),
             );
             r[knee] = mat3::rot_x(leg.knee);
-            // Foot pitch in the world: -thigh + knee + ankle = -toes_up.
-            r[ankle] = mat3::rot_x(leg.thigh - leg.knee - leg.toes_up);
+            // Foot pitch in the world: -thigh + knee + ankle = -toes_up, within the ankle's
+            // range (about 20 degrees of dorsiflexion, 45 of plantarflexion): a foot swinging
+            // behind a bent knee hangs instead of staying level.
+            r[ankle] = mat3::rot_x((leg.thigh - leg.knee - leg.toes_up).clamp(-0.35, 0.8));
         }
         // Spine: the chest's world lean is the pelvis tilt plus the three spine joints.
         let bend = (self.torso_lean - p) / 3.0;
@@ -324,12 +327,13 @@ impl Pose {
                     &mat3::rot_y(-sign * arm.forward * s),
                     &mat3::rot_x(-arm.forward * c),
                 ),
-                &mat3::rot_z(sign * (arm.raise - FRAC_PI_2)),
+                &mat3::mul(
+                    &mat3::rot_z(sign * (arm.raise - FRAC_PI_2)),
+                    &mat3::rot_x(-arm.twist),
+                ),
             );
-            r[elbow] = mat3::mul(
-                &mat3::rot_z(sign * arm.elbow_up),
-                &mat3::rot_y(-sign * arm.elbow),
-            );
+            // The elbow is a hinge about the arm's local Y axis.
+            r[elbow] = mat3::rot_y(-sign * arm.elbow);
         }
         r
     }
@@ -433,7 +437,7 @@ fn gait_arms(legs: &[Leg; 2], hip: f32, swing: f32, elbow: f32) -> [Arm; 2] {
             raise: 0.18,
             forward: swing * x,
             elbow: elbow + 0.3 * swing * (x + 1.0),
-            elbow_up: 0.0,
+            twist: 0.0,
         }
     };
     // The left arm swings with the right leg.
@@ -542,7 +546,7 @@ fn jump(t: f32, dur: f32, m: &MotionParams, forward: bool) -> FrameSpec {
             raise: 0.2,
             forward: -0.7,
             elbow: 0.2,
-            elbow_up: 0.0,
+            twist: 0.0,
         }; 2];
         p
     };
@@ -558,7 +562,7 @@ fn jump(t: f32, dur: f32, m: &MotionParams, forward: bool) -> FrameSpec {
             raise: 0.4,
             forward: 1.6,
             elbow: 0.2,
-            elbow_up: 0.0,
+            twist: 0.0,
         }; 2];
         p.torso_lean = 0.05;
         p
@@ -579,7 +583,7 @@ fn jump(t: f32, dur: f32, m: &MotionParams, forward: bool) -> FrameSpec {
             raise: 0.3,
             forward: 0.6,
             elbow: 0.4,
-            elbow_up: 0.0,
+            twist: 0.0,
         }; 2];
         spec.pose = lerp_pose(&air, &landing, smoothstep(s));
     } else {
@@ -589,7 +593,7 @@ fn jump(t: f32, dur: f32, m: &MotionParams, forward: bool) -> FrameSpec {
             raise: 0.3,
             forward: 0.6,
             elbow: 0.4,
-            elbow_up: 0.0,
+            twist: 0.0,
         }; 2];
         spec.pose = lerp_pose(&landing, &standing(), smoothstep(s));
     }
@@ -615,7 +619,7 @@ fn squat(t: f32, dur: f32, m: &MotionParams) -> FrameSpec {
         raise: 0.25,
         forward: 1.4,
         elbow: 0.1,
-        elbow_up: 0.0,
+        twist: 0.0,
     }; 2];
     let local = t - start;
     let w = if local < 0.0 || local >= n as f32 * period {
@@ -641,11 +645,13 @@ fn wave(t: f32, dur: f32, m: &MotionParams, side: Side) -> FrameSpec {
     let a = ramp(t, 0.3, 1.1) * (1.0 - ramp(t, dur - 1.0, dur - 0.2));
     let freq = 1.8 * m.speed;
     let mut pose = standing();
+    // Upper arm raised sideways and turned out, forearm up; the elbow swings the hand from
+    // side to side.
     let raised = Arm {
-        raise: 1.75,
+        raise: 1.65,
         forward: 0.35,
-        elbow: 0.2,
-        elbow_up: 1.15 + 0.45 * m.amplitude * (TAU * freq * t).sin() * ramp(t, 0.9, 1.3),
+        elbow: 1.3 + 0.4 * m.amplitude * (TAU * freq * t).sin() * ramp(t, 0.9, 1.3),
+        twist: 1.45,
     };
     pose.arms[k] = lerp_arm(ARM_REST, raised, a);
     pose.torso_twist = 0.05 * a * if k == 0 { 1.0 } else { -1.0 };
@@ -727,7 +733,7 @@ fn kick(t: f32, dur: f32, m: &MotionParams) -> FrameSpec {
         raise: 0.2 + 0.5 * active,
         forward: 0.2 * active,
         elbow: 0.5 * active,
-        elbow_up: 0.0,
+        twist: 0.0,
     }; 2];
     let side = if kl == 0 { Side::Right } else { Side::Left };
     FrameSpec {
@@ -784,7 +790,7 @@ fn sit(t: f32, dur: f32, m: &MotionParams) -> FrameSpec {
         raise: 0.25,
         forward: 0.55,
         elbow: 0.9,
-        elbow_up: 0.0,
+        twist: 0.0,
     }; 2];
     let w = ramp(t, t0, t0 + down);
     let mut pose = lerp_pose(&standing(), &seated, w);
@@ -812,7 +818,7 @@ fn raise_arms(t: f32, dur: f32, m: &MotionParams) -> FrameSpec {
         raise: 2.6 + 0.3 * (m.amplitude - 1.0),
         forward: 0.15,
         elbow: 0.1,
-        elbow_up: 0.0,
+        twist: 0.0,
     };
     let mut pose = standing();
     pose.arms = [lerp_arm(ARM_REST, up, w); 2];
