@@ -116,6 +116,21 @@ impl DdpmLoss {
             .collect()
     }
 
+    /// Draws standard-normal noise of `shape` from `rng` (for [`Self::compute`]; candle's CPU
+    /// `randn` cannot be seeded).
+    pub fn sample_noise<R: Rng + ?Sized>(
+        &self,
+        shape: &[usize],
+        device: &Device,
+        rng: &mut R,
+    ) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n)
+            .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
+            .collect();
+        Tensor::from_vec(data, shape, device)
+    }
+
     /// The noisy input for `x0`, noise levels `gamma [B]` and `noise`, per [`Self::formula`].
     ///
     /// # Shapes

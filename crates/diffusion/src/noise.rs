@@ -86,7 +86,8 @@ impl NoiseSource for ReplayNoise {
 
 /// Per-sample seeded standard-normal noise: row `b` of every tensor comes from its own
 /// `StdRng` seeded with `seeds[b]`, so a sample's noise does not depend on the other rows of the
-/// batch (sample 0 of a batch equals the same seed drawn alone).
+/// batch (sample 0 of a batch equals the same seed drawn alone). Draw the initial latents from
+/// the same source before sampling so they are per-sample too.
 ///
 /// ```
 /// use candle::Device;
@@ -115,8 +116,7 @@ impl SeededNoise {
         &self.seeds
     }
 
-    /// Draws a tensor of `shape` whose first dimension is the batch; usable to make the initial
-    /// latents of a sampler too (draw them from the same source before sampling).
+    /// Draws a tensor of `shape` whose first dimension is the batch.
     fn draw(&mut self, shape: &[usize], device: &Device) -> Result<Tensor> {
         let batch = *shape.first().ok_or_else(|| {
             candle::Error::Msg("SeededNoise: a noise shape needs a batch dimension".to_string())

@@ -263,8 +263,7 @@ fn step(trainer: &mut Trainer, model: &Tiny, dev: &Device) -> Result<()> {
         .map(|i| (i % 7) as f32 * 0.3 + 0.1 * rng.sample::<f32, _>(StandardNormal))
         .collect();
     let x0 = Tensor::from_vec(x0, (B, F, D), dev)?;
-    let noise: Vec<f32> = (0..B * F * D).map(|_| rng.sample(StandardNormal)).collect();
-    let noise = Tensor::from_vec(noise, (B, F, D), dev)?;
+    let noise = loss_fn.sample_noise(&[B, F, D], dev, &mut rng)?;
     let t_idx = loss_fn.sample_t_idx(B, &mut rng);
     let mask = lengths_to_mask(&[5, 3, 1], F, dev)?;
     let out = loss_fn.compute(model, &x0, &Conditioning::None, &mask, &t_idx, &noise)?;
