@@ -117,13 +117,19 @@ struct Stats {
 /// Turns a [`MotionSource`] into batches of candle tensors on a device.
 ///
 /// ```
-/// use motion_data::{BatchConfig, Batcher, MotionSample, MotionSource};
-/// # use motion_data::{FolderDataset, FEATURE_DIM};
-/// # fn demo(data: &impl MotionSource) -> motion_data::Result<()> {
-/// let batcher = Batcher::new(data, BatchConfig::train(32, 120, 7), candle::Device::Cpu)?;
+/// use motion_data::synth::{SynthSkeleton, synth_sample};
+/// use motion_data::{BatchConfig, Batcher, FEATURE_DIM};
+/// # fn main() -> motion_data::Result<()> {
+/// // Four synthetic motions in memory (any `MotionSource` works: folder, pack, samples).
+/// let skeleton = SynthSkeleton::default();
+/// let samples = (0..4)
+///     .map(|i| synth_sample(7, i, &skeleton))
+///     .collect::<motion_data::Result<Vec<_>>>()?;
+/// let batcher = Batcher::new(samples.as_slice(), BatchConfig::train(2, 60, 7), candle::Device::Cpu)?;
 /// for batch in batcher.epoch(0) {
 ///     let batch = batch?;
-///     assert_eq!(batch.motion.dims(), &[batch.ids.len(), 120, FEATURE_DIM]);
+///     assert_eq!(batch.motion.dims(), &[2, 60, FEATURE_DIM]);
+///     assert_eq!(batch.frame_mask.dims(), &[2, 60]);
 /// }
 /// # Ok(()) }
 /// ```

@@ -457,30 +457,19 @@ impl MotionSource for FolderDataset {
     }
 
     fn id(&self, i: usize) -> &str {
-        &self.samples[i].id
+        self.samples.as_slice().id(i)
     }
 
     fn frames(&self, i: usize) -> usize {
-        self.samples[i].frames
+        self.samples.as_slice().frames(i)
     }
 
     fn captions(&self, i: usize) -> &[String] {
-        &self.samples[i].captions
+        self.samples.as_slice().captions(i)
     }
 
     fn copy_frames(&self, i: usize, start: usize, out: &mut [f32]) -> Result<()> {
-        let s = &self.samples[i];
-        let a = start * FEATURE_DIM;
-        let src = s.features.get(a..a + out.len()).ok_or_else(|| {
-            DataError::Config(format!(
-                "frames {start}..{} out of range for {} ({} frames)",
-                start + out.len() / FEATURE_DIM,
-                s.id,
-                s.frames
-            ))
-        })?;
-        out.copy_from_slice(src);
-        Ok(())
+        self.samples.as_slice().copy_frames(i, start, out)
     }
 
     fn has_text(&self) -> bool {
@@ -488,33 +477,11 @@ impl MotionSource for FolderDataset {
     }
 
     fn text_tokens(&self, i: usize, c: usize, out: &mut Vec<f32>) -> Result<usize> {
-        let t = self.samples[i]
-            .text
-            .as_ref()
-            .and_then(|t| t.tokens.get(c))
-            .ok_or_else(|| {
-                DataError::Config(format!(
-                    "no CLIP token features for {} caption {c}",
-                    self.id(i)
-                ))
-            })?;
-        out.extend_from_slice(t);
-        Ok(t.len() / TEXT_DIM)
+        self.samples.as_slice().text_tokens(i, c, out)
     }
 
     fn text_pooled(&self, i: usize, c: usize, out: &mut Vec<f32>) -> Result<()> {
-        let t = self.samples[i]
-            .text
-            .as_ref()
-            .and_then(|t| t.pooled.get(c * TEXT_DIM..(c + 1) * TEXT_DIM))
-            .ok_or_else(|| {
-                DataError::Config(format!(
-                    "no pooled CLIP features for {} caption {c}",
-                    self.id(i)
-                ))
-            })?;
-        out.extend_from_slice(t);
-        Ok(())
+        self.samples.as_slice().text_pooled(i, c, out)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The common view of a motion dataset (in-memory folder data or a memory-mapped pack), which
 //! the batcher consumes.
 
-use crate::error::Result;
+use crate::error::{DataError, Result};
 
 /// Width of the SMPL-RIFKE features (DESIGN §4.1).
 pub const FEATURE_DIM: usize = 205;
@@ -92,4 +92,72 @@ pub trait MotionSource {
     fn text_tokens(&self, i: usize, c: usize, out: &mut Vec<f32>) -> Result<usize>;
     /// Pooled features `[512]` of caption `c` of sample `i`, appended to `out`.
     fn text_pooled(&self, i: usize, c: usize, out: &mut Vec<f32>) -> Result<()>;
+}
+
+/// In-memory samples are a source too (e.g. synthetic motions that never touch the disk).
+impl MotionSource for [MotionSample] {
+    fn len(&self) -> usize {
+        <[MotionSample]>::len(self)
+    }
+
+    fn id(&self, i: usize) -> &str {
+        &self[i].id
+    }
+
+    fn frames(&self, i: usize) -> usize {
+        self[i].frames
+    }
+
+    fn captions(&self, i: usize) -> &[String] {
+        &self[i].captions
+    }
+
+    fn copy_frames(&self, i: usize, start: usize, out: &mut [f32]) -> Result<()> {
+        let s = &self[i];
+        let a = start * FEATURE_DIM;
+        let src = s.features.get(a..a + out.len()).ok_or_else(|| {
+            DataError::Config(format!(
+                "frames {start}..{} out of range for {} ({} frames)",
+                start + out.len() / FEATURE_DIM,
+                s.id,
+                s.frames
+            ))
+        })?;
+        out.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn has_text(&self) -> bool {
+        !self.is_empty() && self.iter().all(|s| s.text.is_some())
+    }
+
+    fn text_tokens(&self, i: usize, c: usize, out: &mut Vec<f32>) -> Result<usize> {
+        let t = self[i]
+            .text
+            .as_ref()
+            .and_then(|t| t.tokens.get(c))
+            .ok_or_else(|| {
+                DataError::Config(format!(
+                    "no CLIP token features for {} caption {c}",
+                    self[i].id
+                ))
+            })?;
+        out.extend_from_slice(t);
+        Ok(t.len() / TEXT_DIM)
+    }
+
+    fn text_pooled(&self, i: usize, c: usize, out: &mut Vec<f32>) -> Result<()> {
+        let t = self[i]
+            .text
+            .as_ref()
+            .and_then(|t| t.pooled.get(c * TEXT_DIM..(c + 1) * TEXT_DIM))
+            .ok_or_else(|| {
+                DataError::Config(format!(
+                    "no pooled CLIP features for {} caption {c}",
+                    self[i].id
+                ))
+            })?;
+        out.extend_from_slice(t);
+        Ok(())
+    }
 }
