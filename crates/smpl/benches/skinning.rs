@@ -17,7 +17,9 @@ const T: usize = 197;
 fn rotations(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     let mut next = || {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     };
     (0..n)
@@ -48,7 +50,10 @@ fn params(model: &BodyModel, vary_hands: bool) -> candle::Result<BodyParams> {
 }
 
 fn bench(c: &mut Criterion) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/smplh/SMPLH_NEUTRAL.npz");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/smplh/SMPLH_NEUTRAL.npz"
+    );
     let model = BodyModel::from_npz(path, &Device::Cpu).expect("fixture model");
     let mut g = c.benchmark_group("smplh_skinning_197x6890");
     g.sample_size(20);

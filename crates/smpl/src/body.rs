@@ -818,7 +818,7 @@ impl BodyModel {
         let vs_rows = vs.dims()[0];
         let (vs_guard, vs_layout) = vs.storage_and_layout();
         let base = cpu_view(&vs_guard, vs_layout)?;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = num_threads();
         let per = t.div_ceil(threads.clamp(1, t.max(1))).max(1);
         let nblocks = nv.div_ceil(VERTEX_BLOCK);
         for b in 0..nblocks {
@@ -873,6 +873,12 @@ impl BodyModel {
         let vh = Tensor::cat(&[&v_posed, &ones], 2)?.unsqueeze(2)?;
         Ok(m.broadcast_mul(&vh)?.sum(3)?)
     }
+}
+
+/// Worker threads of the CPU kernel (queried once: the query reads cgroup files).
+fn num_threads() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The contiguous f32 data of a CPU storage.
