@@ -507,3 +507,37 @@ impl ActorEncoder {
         rows.reshape((b, 2, d))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sinusoidal_rows_follow_the_formula() -> Result<()> {
+        // By hand: row 0 = [0, 1, 0, 1, ...]; row 1, channel pair 0 has w_0 = 1.
+        let pe = sinusoidal_table(2, 4, &Device::Cpu)?.to_vec2::<f32>()?;
+        assert_eq!(pe[0], vec![0.0, 1.0, 0.0, 1.0]);
+        assert_eq!(pe[1][0], 1f32.sin());
+        assert_eq!(pe[1][1], 1f32.cos());
+        // w_1 = exp(2 * -ln(10000) / 4) = 0.01.
+        assert!((pe[1][2] - 0.01f32.sin()).abs() < 1e-7);
+        Ok(())
+    }
+
+    #[test]
+    fn packing_round_trips_and_zeroes_padding() -> Result<()> {
+        let valid = vec![vec![1u8, 1, 1, 0], vec![1, 1, 0, 0]];
+        let pack = Packing::new(&valid, &Device::Cpu)?;
+        assert_eq!(pack.n, 5);
+        assert_eq!(pack.token_rows.to_vec1::<u32>()?, vec![0, 1, 3, 4]);
+        let x = Tensor::arange(0f32, 8.0, &Device::Cpu)?.reshape((8, 1))?;
+        let packed = pack.pack(&x)?;
+        assert_eq!(
+            packed.flatten_all()?.to_vec1::<f32>()?,
+            vec![0.0, 1.0, 2.0, 4.0, 5.0]
+        );
+        let back = pack.unpack(&packed)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(back, vec![0.0, 1.0, 2.0, 0.0, 4.0, 5.0, 0.0, 0.0]);
+        Ok(())
+    }
+}

@@ -374,3 +374,43 @@ pub fn recall_at_1(motion: &Tensor, text: &Tensor) -> Result<f32> {
         .count();
     Ok(hits as f32 / sim.len().max(1) as f32)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kl_of_equal_gaussians_is_zero_and_matches_the_closed_form() -> Result<()> {
+        let dev = Device::Cpu;
+        let mu = Tensor::new(&[[0.5f32, -1.0]], &dev)?;
+        let lv = Tensor::new(&[[0.2f32, -0.3]], &dev)?;
+        assert!(kl(&mu, &lv, &mu, &lv)?.to_scalar::<f32>()?.abs() < 1e-7);
+        // KL(N(1, 1) || N(0, 1)) = 0.5 per dimension (by hand: 0.5 * (0 + 1 + 1 - 1)).
+        let one = Tensor::new(&[[1f32]], &dev)?;
+        let zero = Tensor::new(&[[0f32]], &dev)?;
+        let v = kl(&one, &zero, &zero, &zero)?.to_scalar::<f32>()?;
+        assert!((v - 0.5).abs() < 1e-7, "{v}");
+        Ok(())
+    }
+
+    #[test]
+    fn smooth_l1_is_quadratic_below_one_and_linear_above() -> Result<()> {
+        let dev = Device::Cpu;
+        let a = Tensor::new(&[0.5f32, 3.0], &dev)?;
+        let b = Tensor::zeros(2, DType::F32, &dev)?;
+        // (0.5 * 0.25 + (3 - 0.5)) / 2 = 1.3125.
+        let v = smooth_l1(&a, &b)?.to_scalar::<f32>()?;
+        assert!((v - 1.3125).abs() < 1e-7, "{v}");
+        Ok(())
+    }
+
+    #[test]
+    fn recall_at_1_counts_matching_pairs() -> Result<()> {
+        let dev = Device::Cpu;
+        let m = Tensor::new(&[[1f32, 0.0], [0.0, 1.0], [1.0, 1.0]], &dev)?;
+        // Text 2 is closest to motion 0: 2 of 3 correct.
+        let t = Tensor::new(&[[1f32, 0.0], [0.0, 1.0], [1.0, 0.1]], &dev)?;
+        assert!((recall_at_1(&m, &t)? - 2.0 / 3.0).abs() < 1e-6);
+        Ok(())
+    }
+}
