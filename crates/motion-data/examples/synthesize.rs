@@ -2,20 +2,22 @@
 //!
 //! ```text
 //! cargo run --release -p motion-data --example synthesize -- --out DIR --motions N --seed S \
-//!     [--preview PREVIEW_DIR] [--pack PACK_DIR]
+//!     [--preview PREVIEW_DIR] [--pack PACK_DIR] [--body SMPLH.npz]
 //! ```
 //!
 //! Writes `DIR/humanml3d_{train,val,test}_split.txt` (80/10/10), `DIR/smpl_rifke/<id>.npy`
 //! (raw `[F, 205]` SMPL-RIFKE features, 20 fps) and `DIR/caption_raw/<id>.txt` (three captions
 //! per motion). CLIP caption features (`caption_clip/`) are not written: they need the CLIP
 //! text model. `--preview` also writes one stick-figure PNG per family (the first motion of
-//! each); `--pack` packs the folder into memory-mapped shards afterwards.
+//! each); `--pack` packs the folder into memory-mapped shards afterwards; `--body` takes the
+//! skeleton (rest joints, sole height) from an SMPL-H-layout body model such as the open body
+//! `assets/open_body/smplh_open.npz` instead of the built-in anthropometric one.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use motion_data::synth::{Family, SynthSkeleton, synth_motion, synthesize_folder};
+use motion_data::synth::{Family, SynthSkeleton, synth_motion, synthesize_folder_with};
 
 #[path = "common/preview.rs"]
 mod preview;
@@ -38,13 +40,24 @@ struct Args {
     /// Also pack the set into this folder (memory-mapped safetensors shards).
     #[arg(long)]
     pack: Option<PathBuf>,
+    /// Take the skeleton from this SMPL-H-layout body model (.npz).
+    #[arg(long)]
+    body: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bar = indicatif::ProgressBar::new(args.motions as u64);
     let start = std::time::Instant::now();
-    let summary = synthesize_folder(&args.out, args.motions, args.seed, |i| {
+    let skeleton = match &args.body {
+        Some(path) => {
+            let body = smpl::BodyModel::from_npz(path, &candle::Device::Cpu)
+                .with_context(|| format!("loading {}", path.display()))?;
+            SynthSkeleton::from_body_model(&body)?
+        }
+        None => SynthSkeleton::default(),
+    };
+    let summary = synthesize_folder_with(&args.out, args.motions, args.seed, &skeleton, |i| {
         bar.set_position(i as u64)
     })
     .with_context(|| format!("writing {}", args.out.display()))?;
@@ -65,7 +78,6 @@ fn main() -> anyhow::Result<()> {
     );
     if let Some(dir) = &args.preview {
         std::fs::create_dir_all(dir)?;
-        let skeleton = SynthSkeleton::default();
         for (i, family) in Family::ALL.iter().enumerate().take(args.motions) {
             let m = synth_motion(args.seed, i, &skeleton);
             let path = dir.join(format!("{i:06}_{}.png", family.name()));

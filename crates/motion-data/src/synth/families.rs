@@ -9,7 +9,7 @@ use std::f32::consts::{FRAC_PI_2, PI, TAU};
 
 use smpl::rotation::mat3;
 
-use super::skeleton::{NUM_ROTATIONS, canonical_to_world, j};
+use super::skeleton::{LegDims, NUM_ROTATIONS, canonical_to_world, j};
 
 /// Frames per second of the reference data.
 pub const FPS: f32 = 20.0;
@@ -339,13 +339,6 @@ impl Pose {
     }
 }
 
-/// Thigh length of the skeleton (hip to knee, from `REST_JOINTS`), metres.
-const THIGH: f32 = 0.383;
-/// Shank length (knee to ankle), metres.
-const SHANK: f32 = 0.394;
-/// Horizontal distance from the ankle to the toe base, metres.
-const TOE_LEVER: f32 = 0.121;
-
 /// One leg of a gait cycle at cycle position `s` (in cycles; `[0, beta)` = stance).
 ///
 /// Stance: the thigh angle falls linearly from `+hip` to `-hip`, so the supporting foot moves
@@ -387,21 +380,28 @@ fn gait_leg(s: f32, hip: f32, knee: f32, stance_knee: f32, beta: f32) -> (Leg, b
 
 /// Both legs at cycle position `s` of the right leg (the left leg is half a cycle ahead),
 /// and the supporting foot (`None` in a flight phase).
-fn gait(s: f32, hip: f32, knee: f32, stance_knee: f32, beta: f32) -> ([Leg; 2], Option<Side>) {
+fn gait(
+    d: &LegDims,
+    s: f32,
+    hip: f32,
+    knee: f32,
+    stance_knee: f32,
+    beta: f32,
+) -> ([Leg; 2], Option<Side>) {
     let (mut right, rs) = gait_leg(s, hip, knee, stance_knee, beta);
     let (mut left, ls) = gait_leg(s + 0.5, hip, knee, stance_knee, beta);
     // A swinging foot must stay above the supporting one until it lands: bend its knee more
     // where the planar leg reach says it would touch the floor early.
     // Reach from hip to floor: thigh and shank, plus the toe lever once the heel rises.
     let reach = |l: &Leg| {
-        THIGH * l.thigh.cos()
-            + SHANK * (l.thigh - l.knee).cos()
-            + TOE_LEVER * (-l.toes_up).sin().max(0.0)
+        d.thigh * l.thigh.cos()
+            + d.shank * (l.thigh - l.knee).cos()
+            + d.toe_lever * (-l.toes_up).sin().max(0.0)
     };
     let clear = |swing: &mut Leg, s_swing: f32, support: &Leg| {
         let u = ((s_swing.rem_euclid(1.0) - beta) / (1.0 - beta)).clamp(0.0, 1.0);
         let target = reach(support) - 0.08 * (PI * u).sin().sqrt();
-        let x = ((target - THIGH * swing.thigh.cos()) / SHANK).clamp(-1.0, 1.0);
+        let x = ((target - d.thigh * swing.thigh.cos()) / d.shank).clamp(-1.0, 1.0);
         swing.knee = swing.knee.max(swing.thigh + x.acos());
     };
     if rs && !ls {
@@ -452,13 +452,20 @@ fn support_contact(support: Option<Side>) -> Contact {
 }
 
 /// Walking frame at time `t` of a motion lasting `dur` seconds.
-fn walk(t: f32, dur: f32, m: &MotionParams, backward: bool, yaw_rate: f32) -> FrameSpec {
+fn walk(
+    d: &LegDims,
+    t: f32,
+    dur: f32,
+    m: &MotionParams,
+    backward: bool,
+    yaw_rate: f32,
+) -> FrameSpec {
     let cadence = 0.9 * m.speed; // gait cycles per second
     let env = ramp(t, 0.0, 0.8) * (1.0 - ramp(t, dur - 0.8, dur));
     let dir = if backward { -1.0 } else { 1.0 };
     let s = dir * cadence * t;
     let hip = 0.36 * m.amplitude * env * if backward { 0.7 } else { 1.0 };
-    let (legs, support) = gait(s, hip, 1.0 * env, 0.08 * env, 0.6);
+    let (legs, support) = gait(d, s, hip, 1.0 * env, 0.08 * env, 0.6);
     let mut pose = standing();
     pose.legs = legs;
     pose.arms = gait_arms(&legs, hip, 0.35 * env * m.amplitude, 0.25);
@@ -474,14 +481,14 @@ fn walk(t: f32, dur: f32, m: &MotionParams, backward: bool, yaw_rate: f32) -> Fr
     }
 }
 
-fn run(t: f32, dur: f32, m: &MotionParams) -> FrameSpec {
+fn run(d: &LegDims, t: f32, dur: f32, m: &MotionParams) -> FrameSpec {
     let cadence = 1.35 * m.speed;
     let env = ramp(t, 0.0, 0.8) * (1.0 - ramp(t, dur - 0.8, dur));
     let s = cadence * t;
     // Stance shrinks from walking (0.6) to running (0.38) as the run builds up.
     let beta = lerp(0.6, 0.38, env);
     let hip = 0.55 * m.amplitude * env;
-    let (legs, support) = gait(s, hip, 1.6 * env, 0.3 * env, beta);
+    let (legs, support) = gait(d, s, hip, 1.6 * env, 0.3 * env, beta);
     let mut pose = standing();
     pose.legs = legs;
     pose.arms = gait_arms(&legs, hip, 0.6 * env, 0.2 + 1.2 * env);
@@ -744,14 +751,14 @@ fn kick(t: f32, dur: f32, m: &MotionParams) -> FrameSpec {
     }
 }
 
-fn turn(t: f32, dur: f32, m: &MotionParams) -> FrameSpec {
+fn turn(d: &LegDims, t: f32, dur: f32, m: &MotionParams) -> FrameSpec {
     let turn_time = (2.0 / m.speed).min(dur - 0.6);
     let start = ((dur - turn_time) / 2.0).max(0.2);
     // Stepping on the spot while the yaw follows a smooth profile over `turn_time` seconds.
     let env = window(t, start - 0.2, start + turn_time + 0.2, 0.4);
     let s = 1.1 * m.speed * (t - start);
     let hip = 0.08 * env;
-    let (legs, support) = gait(s, hip, 0.7 * env, 0.05 * env, 0.6);
+    let (legs, support) = gait(d, s, hip, 0.7 * env, 0.05 * env, 0.6);
     let mut pose = standing();
     pose.legs = legs;
     pose.arms = gait_arms(&legs, hip, 0.1 * env, 0.3);
@@ -832,22 +839,23 @@ fn raise_arms(t: f32, dur: f32, m: &MotionParams) -> FrameSpec {
 }
 
 /// The family's specification of the frame at time `t` (seconds) of a motion lasting `dur`.
-pub fn frame_spec(m: &MotionParams, t: f32, dur: f32) -> FrameSpec {
+/// `d` gives the skeleton's leg dimensions.
+pub fn frame_spec(d: &LegDims, m: &MotionParams, t: f32, dur: f32) -> FrameSpec {
     // Walking speed ~ 2 * leg * sin(hip) * 2 * cadence: used for the circle's yaw rate.
     let walk_speed = 2.0 * 0.87 * (0.38 * m.amplitude).sin() * 2.0 * 0.9 * m.speed;
     match m.family {
-        Family::WalkForward => walk(t, dur, m, false, 0.0),
-        Family::WalkBackward => walk(t, dur, m, true, 0.0),
-        Family::WalkCircleClockwise => walk(t, dur, m, false, -walk_speed / m.radius),
-        Family::WalkCircleCounterClockwise => walk(t, dur, m, false, walk_speed / m.radius),
-        Family::Run => run(t, dur, m),
+        Family::WalkForward => walk(d, t, dur, m, false, 0.0),
+        Family::WalkBackward => walk(d, t, dur, m, true, 0.0),
+        Family::WalkCircleClockwise => walk(d, t, dur, m, false, -walk_speed / m.radius),
+        Family::WalkCircleCounterClockwise => walk(d, t, dur, m, false, walk_speed / m.radius),
+        Family::Run => run(d, t, dur, m),
         Family::JumpInPlace => jump(t, dur, m, false),
         Family::JumpForward => jump(t, dur, m, true),
         Family::Squat => squat(t, dur, m),
         Family::WaveLeftHand => wave(t, dur, m, Side::Left),
         Family::WaveRightHand => wave(t, dur, m, Side::Right),
         Family::Kick => kick(t, dur, m),
-        Family::TurnAround => turn(t, dur, m),
+        Family::TurnAround => turn(d, t, dur, m),
         Family::SitDown => sit(t, dur, m),
         Family::RaiseBothArms => raise_arms(t, dur, m),
     }

@@ -28,12 +28,12 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 pub use families::{Contact, FPS, Family, MotionParams, Pose, Side};
-pub use skeleton::{NUM_JOINTS, NUM_ROTATIONS, SynthSkeleton};
+pub use skeleton::{LegDims, NUM_JOINTS, NUM_ROTATIONS, SynthSkeleton};
 
 use crate::error::{DataError, Result};
 use crate::folder::{write_sample, write_split};
 use crate::source::{FEATURE_DIM, MotionSample, Split};
-use skeleton::{ANKLE_CLEARANCE, TOE_CLEARANCE, j};
+use skeleton::j;
 
 /// Shortest motion (2 s at 20 fps).
 pub const MIN_FRAMES: usize = 40;
@@ -90,8 +90,8 @@ impl SynthMotion {
 }
 
 /// Floor height implied by one foot (min over its ankle and toe contact points).
-fn foot_floor(p: &[[f32; 3]; NUM_JOINTS], ankle: usize, toe: usize) -> f32 {
-    (p[ankle][2] - ANKLE_CLEARANCE).min(p[toe][2] - TOE_CLEARANCE)
+fn foot_floor(p: &[[f32; 3]; NUM_JOINTS], ankle: usize, toe: usize, c: [f32; 2]) -> f32 {
+    (p[ankle][2] - c[0]).min(p[toe][2] - c[1])
 }
 
 /// Horizontal contact point of one foot (midpoint of ankle and toe base).
@@ -115,19 +115,21 @@ pub fn generate(
     let mut root = [params.start[0], params.start[1]];
     let mut prev_local: Option<[[f32; 3]; NUM_JOINTS]> = None;
     let mut velocity = [0.0f32; 2]; // last horizontal root displacement per frame
+    let dims = skeleton.leg_dims();
+    let clearance = [skeleton.ankle_clearance(), skeleton.toe_clearance()];
     let mut joints = Vec::with_capacity(n);
     let mut rotations = Vec::with_capacity(n);
     for f in 0..n {
         let t = f as f32 / FPS;
-        let spec = families::frame_spec(params, t, dur);
+        let spec = families::frame_spec(&dims, params, t, dur);
         if f > 0 {
             yaw += spec.yaw_rate / FPS;
         }
         let rots = spec.pose.rotations(yaw);
         let local = skeleton.forward([0.0; 3], &rots);
         let floors = [
-            foot_floor(&local, j::L_ANKLE, j::L_FOOT),
-            foot_floor(&local, j::R_ANKLE, j::R_FOOT),
+            foot_floor(&local, j::L_ANKLE, j::L_FOOT, clearance),
+            foot_floor(&local, j::R_ANKLE, j::R_FOOT, clearance),
         ];
         let root_z = -floors[0].min(floors[1]) + spec.lift;
         if let Some(prev) = prev_local {
@@ -276,15 +278,25 @@ pub fn synthesize_folder(
     out: &Path,
     motions: usize,
     seed: u64,
+    progress: impl FnMut(usize),
+) -> Result<SynthSummary> {
+    synthesize_folder_with(out, motions, seed, &SynthSkeleton::default(), progress)
+}
+
+/// [`synthesize_folder`] on another skeleton (e.g. [`SynthSkeleton::from_body_model`]).
+pub fn synthesize_folder_with(
+    out: &Path,
+    motions: usize,
+    seed: u64,
+    skeleton: &SynthSkeleton,
     mut progress: impl FnMut(usize),
 ) -> Result<SynthSummary> {
     if motions == 0 {
         return Err(DataError::Config("motions must be positive".into()));
     }
-    let skeleton = SynthSkeleton::default();
     let mut frames = 0;
     for i in 0..motions {
-        let s = synth_sample(seed, i, &skeleton)?;
+        let s = synth_sample(seed, i, skeleton)?;
         frames += s.frames;
         write_sample(out, &s)?;
         progress(i + 1);

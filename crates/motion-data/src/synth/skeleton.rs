@@ -68,12 +68,20 @@ pub const REST_JOINTS: [[f32; 3]; NUM_JOINTS] = [
     [-0.746, 0.237, -0.054],  // right index1
 ];
 
-/// Floor contact: with the foot flat, the ankle joint sits `ANKLE_CLEARANCE` metres above the
-/// floor and the toe-base joint [`TOE_CLEARANCE`] above it (rest sole at y = -1.190 in the frame
-/// of [`REST_JOINTS`]).
-pub const ANKLE_CLEARANCE: f32 = 0.098;
-/// See [`ANKLE_CLEARANCE`].
-pub const TOE_CLEARANCE: f32 = 0.037;
+/// Height of the soles in the frame of [`REST_JOINTS`] (y, metres): with the foot flat, the
+/// ankle joint sits 0.098 m and the toe-base joint 0.037 m above the floor.
+pub const REST_SOLE_Y: f32 = -1.190;
+
+/// Leg dimensions used by the gait model (metres).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LegDims {
+    /// Hip to knee.
+    pub thigh: f32,
+    /// Knee to ankle.
+    pub shank: f32,
+    /// Horizontal distance from the ankle to the toe base.
+    pub toe_lever: f32,
+}
 
 /// The rotation taking the SMPL canonical frame (Y up, facing +Z) into the Z-up world with
 /// zero yaw: `Rx(+90 deg)`; the body then faces -Y, and yaw `a` turns it to face
@@ -82,24 +90,79 @@ pub fn canonical_to_world() -> [f32; 9] {
     mat3::rot_x(std::f32::consts::FRAC_PI_2)
 }
 
-/// A skeleton: rest joints and parents.
+/// A skeleton: rest joints (SMPL parents) and the height of the soles.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SynthSkeleton {
     /// Rest joint positions (canonical frame, metres).
     pub rest: [[f32; 3]; NUM_JOINTS],
+    /// Height (y) of the soles in the rest pose, same frame.
+    pub sole_y: f32,
 }
 
 impl Default for SynthSkeleton {
     fn default() -> Self {
-        SynthSkeleton { rest: REST_JOINTS }
+        SynthSkeleton {
+            rest: REST_JOINTS,
+            sole_y: REST_SOLE_Y,
+        }
     }
 }
 
+fn dist(a: [f32; 3], b: [f32; 3]) -> f32 {
+    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
+}
+
 impl SynthSkeleton {
-    /// A skeleton with other rest joints (e.g. `(J_regressor @ v_template)` of a body model,
-    /// SMPL-H joints 0..21, 22, 37), in the canonical frame.
-    pub fn from_rest_joints(rest: [[f32; 3]; NUM_JOINTS]) -> Self {
-        SynthSkeleton { rest }
+    /// A skeleton with other rest joints (SMPL-H joints 0..21, 22, 37 in the canonical frame)
+    /// and sole height `sole_y` (the lowest rest vertex of the body).
+    pub fn from_rest_joints(rest: [[f32; 3]; NUM_JOINTS], sole_y: f32) -> Self {
+        SynthSkeleton { rest, sole_y }
+    }
+
+    /// The skeleton of a body model (SMPL-H layout, e.g. the open body
+    /// `assets/open_body/smplh_open.npz`): its rest joints `J_regressor @ v_template` and the
+    /// lowest template vertex as the sole height.
+    pub fn from_body_model(body: &smpl::BodyModel) -> crate::Result<Self> {
+        let joints = body
+            .rest_joints()
+            .map_err(|e| crate::DataError::Config(e.to_string()))?;
+        let (n, _) = joints.dims2()?;
+        let ids = smpl::skeleton::RIFKE_JOINTS_FROM_SMPLH;
+        if n <= ids[NUM_JOINTS - 1] {
+            return Err(crate::DataError::Shape {
+                what: "body model rest joints".into(),
+                expected: "an SMPL-H layout with at least 38 joints".into(),
+                got: vec![n, 3],
+            });
+        }
+        let j = joints.to_dtype(candle::DType::F32)?.to_vec2::<f32>()?;
+        let mut rest = [[0.0f32; 3]; NUM_JOINTS];
+        for (r, &i) in rest.iter_mut().zip(ids.iter()) {
+            *r = [j[i][0], j[i][1], j[i][2]];
+        }
+        let v = body.v_template().to_dtype(candle::DType::F32)?;
+        let sole_y = v.narrow(1, 1, 1)?.min_all()?.to_scalar::<f32>()?;
+        Ok(SynthSkeleton { rest, sole_y })
+    }
+
+    /// Height of the ankle joint above the floor with the foot flat (mean of both sides).
+    pub fn ankle_clearance(&self) -> f32 {
+        0.5 * (self.rest[j::L_ANKLE][1] + self.rest[j::R_ANKLE][1]) - self.sole_y
+    }
+
+    /// Height of the toe-base joint above the floor with the foot flat.
+    pub fn toe_clearance(&self) -> f32 {
+        0.5 * (self.rest[j::L_FOOT][1] + self.rest[j::R_FOOT][1]) - self.sole_y
+    }
+
+    /// Leg dimensions (left leg).
+    pub fn leg_dims(&self) -> LegDims {
+        let r = &self.rest;
+        LegDims {
+            thigh: dist(r[j::L_HIP], r[j::L_KNEE]),
+            shank: dist(r[j::L_KNEE], r[j::L_ANKLE]),
+            toe_lever: (r[j::L_FOOT][2] - r[j::L_ANKLE][2]).abs(),
+        }
     }
 
     /// Rest offset of joint `i` from its parent.

@@ -63,20 +63,35 @@ fn dist(a: [f32; 3], b: [f32; 3]) -> f32 {
     ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
 }
 
-/// Floor height implied by a foot (ankle 0.098 m and toe base 0.037 m above the sole).
-fn floor(q: &[[f32; 3]; 24], ankle: usize, toe: usize) -> f32 {
-    (q[ankle][2] - 0.098).min(q[toe][2] - 0.037)
-}
-
 #[test]
 fn every_family_is_physically_plausible() {
+    check_plausible(&SynthSkeleton::default());
+}
+
+/// The same checks on the skeleton of the repository's open body model.
+#[test]
+fn open_body_skeleton_gives_plausible_motions() -> anyhow::Result<()> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../assets/open_body/smplh_open.npz");
+    let body = smpl::BodyModel::from_npz(&path, &candle::Device::Cpu)?;
+    let sk = SynthSkeleton::from_body_model(&body)?;
+    let ac = sk.ankle_clearance();
+    assert!(ac > 0.02 && ac < 0.2, "ankle clearance {ac}");
+    assert!(sk.leg_dims().thigh > 0.25 && sk.leg_dims().shank > 0.25);
+    check_plausible(&sk);
+    Ok(())
+}
+
+fn check_plausible(sk: &SynthSkeleton) {
     const PARENTS: [usize; 24] = [
         0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21,
     ];
-    let sk = SynthSkeleton::default();
+    let (ac, tc) = (sk.ankle_clearance(), sk.toe_clearance());
+    let floor =
+        |q: &[[f32; 3]; 24], ankle: usize, toe: usize| (q[ankle][2] - ac).min(q[toe][2] - tc);
     for (index, family) in Family::ALL.iter().enumerate() {
         for round in 0..2 {
-            let m = synth_motion(SEED, index + round * Family::ALL.len(), &sk);
+            let m = synth_motion(SEED, index + round * Family::ALL.len(), sk);
             let what = format!("{} (motion {})", family.name(), index + round * 14);
             assert_eq!(m.params.family, *family);
             let n = m.frames();
