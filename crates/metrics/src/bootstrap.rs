@@ -1,23 +1,33 @@
-//! Bootstrap confidence intervals for every metric: seeded resampling with replacement and the
-//! percentile interval (Efron, "Bootstrap Methods: Another Look at the Jackknife", Annals of
-//! Statistics 1979; Efron & Tibshirani, "An Introduction to the Bootstrap", 1993, ch. 13).
+//! Confidence intervals for every metric: seeded resampling and the percentile interval
+//! (Efron, "Bootstrap Methods: Another Look at the Jackknife", Annals of Statistics 1979;
+//! Efron & Tibshirani, "An Introduction to the Bootstrap", 1993, ch. 13).
 //!
-//! What is resampled:
-//! - **FD**: the rows of `real` and of `fake`, independently (each resample recomputes both
-//!   covariances and the distance; the costliest interval, about the time of one FD per
-//!   resample divided by the cores).
-//! - **PRDC**: the per-sample outcomes (in-ball indicators and counts) within each chunk, the
-//!   k-NN balls held fixed. Resampling rows themselves would put duplicates at distance 0 and
-//!   shrink every k-NN radius; the interval therefore reflects the sampling variability of the
-//!   evaluated points given the balls, and is narrower than a full re-draw of both sets.
+//! Mean-like metrics (retrieval, TMR-score, diversity) use the plain bootstrap (resampling with
+//! replacement). FD and PRDC, which are not means of per-sample terms, use half-sampling. What
+//! is resampled:
+//! - **FD**: half-samples (delete-d jackknife with d = N/2; Shao & Wu, "A General Theory for
+//!   Jackknife Variance Estimation", Annals of Statistics 1989): `floor(N/2)` rows of `real`
+//!   and of `fake` drawn WITHOUT replacement, the distance recomputed, the spread of those
+//!   values (scaled by `sqrt(m / (N - m))`, 1 for even N) centred on the full-data estimate.
+//!   The plain bootstrap is useless for FD in high dimension: duplicated rows shrink the
+//!   covariance rank and inflate FD far beyond its sampling spread (on the fixture, 640 x 256:
+//!   resampled FDs 109..116 around an estimate of 66). Half-sampling avoids duplicates; it is
+//!   conservative (see `docs/metrics.md`: about 1.8x the true spread in a simulation of the
+//!   fixture's recipe), and each resample costs one FD on half the rows.
+//! - **PRDC**: half-samples as for FD, PRDC recomputed with the same `k` and splits. Resampling
+//!   with replacement would put duplicates at distance 0 and shrink every k-NN radius, and
+//!   resampling the per-sample in-ball indicators with the balls held fixed ignores the
+//!   variability of the balls (it gave intervals 1.4 to 2 times too narrow in a simulation);
+//!   half-sampling matched the spread of fresh draws within about 15% (`docs/metrics.md`).
 //! - **Retrieval**: the queries (rank of the own motion and matched distance per text), batch
 //!   composition held fixed.
 //! - **TMR-score**: the per-row cosine similarities. **Diversity**: the drawn pair distances.
 //!
 //! Resample `b` draws from its own generator seeded by `(seed, b)`, so a result does not depend
 //! on the number of threads. The interval is `[q(a/2), q(1 - a/2)]` of the resampled
-//! statistics (linear interpolation between order statistics, numpy's default), `a = 1 -
-//! confidence`; the point estimate is the metric on the full data.
+//! statistics (for half-samples: after centring and scaling), with linear interpolation between
+//! order statistics (numpy's default) and `a = 1 - confidence`; the point estimate is the
+//! metric on the full data.
 
 use std::fmt;
 
@@ -25,11 +35,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::embeddings::Embeddings;
+use crate::embeddings::{Embeddings, at_least_rows};
 use crate::error::{MetricsError, Result};
 use crate::frechet::{FrechetAccumulator, frechet_distance_from_stats, frechet_distance_rows};
 use crate::parallel;
-use crate::prdc::{PrdcConfig, prdc_outcome};
+use crate::prdc::{PrdcConfig, chunk_sizes, prdc_outcome, prdc_rows};
 use crate::retrieval::retrieval_outcome;
 use crate::similarity::{diversity_distances, row_cosines};
 
@@ -187,25 +197,24 @@ fn resample_indices(rng: &mut StdRng, n: usize) -> Vec<usize> {
     (0..n).map(|_| rng.random_range(0..n)).collect()
 }
 
-/// Multinomial counts of `n` draws with replacement from `0..n`, as weights.
-fn resample_counts(rng: &mut StdRng, n: usize) -> Vec<f64> {
-    let mut w = vec![0.0; n];
-    for _ in 0..n {
-        w[rng.random_range(0..n)] += 1.0;
-    }
-    w
-}
-
-/// Runs `cfg.resamples` resamples of a statistic vector of length `m`; returns one interval per
-/// statistic around `estimates`.
-fn run<F>(cfg: &BootstrapConfig, estimates: &[f64], stat: F) -> Result<Vec<Interval>>
+/// Runs `cfg.resamples` resamples of a statistic vector; `draws[b][s]` = statistic `s` of
+/// resample `b`.
+fn draws<F>(cfg: &BootstrapConfig, stat: F) -> Result<Vec<Vec<f64>>>
 where
     F: Fn(&mut StdRng) -> Result<Vec<f64>> + Sync,
 {
     cfg.validate()?;
-    let draws = parallel::map_indices(cfg.resamples, |b| stat(&mut cfg.rng(b)))
+    parallel::map_indices(cfg.resamples, |b| stat(&mut cfg.rng(b)))
         .into_iter()
-        .collect::<Result<Vec<_>>>()?;
+        .collect()
+}
+
+/// Percentile intervals of bootstrap resamples (with replacement), one per statistic.
+fn run<F>(cfg: &BootstrapConfig, estimates: &[f64], stat: F) -> Result<Vec<Interval>>
+where
+    F: Fn(&mut StdRng) -> Result<Vec<f64>> + Sync,
+{
+    let draws = draws(cfg, stat)?;
     estimates
         .iter()
         .enumerate()
@@ -215,28 +224,66 @@ where
         .collect()
 }
 
+/// Half-sampling intervals (delete-d jackknife, d = n - m): the spread of the half-sample
+/// statistics, scaled by `sqrt(m / (n - m))` and centred on the full-data estimate.
+fn run_half<F>(cfg: &BootstrapConfig, n: usize, estimates: &[f64], stat: F) -> Result<Vec<Interval>>
+where
+    F: Fn(&mut StdRng) -> Result<Vec<f64>> + Sync,
+{
+    let draws = draws(cfg, stat)?;
+    let m = (n / 2) as f64;
+    let scale = (m / (n as f64 - m)).sqrt();
+    estimates
+        .iter()
+        .enumerate()
+        .map(|(s, &e)| {
+            let v: Vec<f64> = draws.iter().map(|d| d[s]).collect();
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            let centred = v.iter().map(|x| e + scale * (x - mean)).collect();
+            Interval::from_samples(e, centred, cfg.confidence)
+        })
+        .collect()
+}
+
+/// `floor(n / 2)` distinct indices of `0..n`, increasing (row order kept for chunking).
+fn half_indices(rng: &mut StdRng, n: usize) -> Vec<usize> {
+    let mut idx = rand::seq::index::sample(rng, n, n / 2).into_vec();
+    idx.sort_unstable();
+    idx
+}
+
 fn only(mut v: Vec<Interval>) -> Interval {
     v.swap_remove(0)
 }
 
-/// Bootstrap interval of the Fréchet distance (rows of `real` and `fake` resampled
-/// independently).
+/// Confidence interval of the Fréchet distance by half-sampling (see the module docs): each
+/// resample recomputes FD on `floor(N/2)` rows of `real` and `floor(M/2)` rows of `fake` drawn
+/// without replacement. Needs at least 4 rows in each set.
 pub fn bootstrap_frechet(
     real: &Embeddings<'_>,
     fake: &Embeddings<'_>,
     cfg: &BootstrapConfig,
 ) -> Result<Interval> {
     let estimate = frechet_distance_rows(real, fake)?;
+    at_least_rows(real, "real", 4, "half-samples of at least 2 rows")?;
+    at_least_rows(fake, "fake", 4, "half-samples of at least 2 rows")?;
+    let weights = |rng: &mut StdRng, n: usize| {
+        let mut w = vec![0.0; n];
+        for i in half_indices(rng, n) {
+            w[i] = 1.0;
+        }
+        w
+    };
     let stat = |rng: &mut StdRng| {
-        let wr = resample_counts(rng, real.rows());
-        let wf = resample_counts(rng, fake.rows());
+        let wr = weights(rng, real.rows());
+        let wf = weights(rng, fake.rows());
         let mut a = FrechetAccumulator::new(real.dim());
         a.add_weighted(real, Some(&wr));
         let mut b = FrechetAccumulator::new(fake.dim());
         b.add_weighted(fake, Some(&wf));
         Ok(vec![frechet_distance_from_stats(&a.stats()?, &b.stats()?)?])
     };
-    Ok(only(run(cfg, &[estimate], stat)?))
+    Ok(only(run_half(cfg, real.rows(), &[estimate], stat)?))
 }
 
 /// Intervals of the four PRDC metrics.
@@ -252,36 +299,44 @@ pub struct PrdcIntervals {
     pub coverage: Interval,
 }
 
-/// Bootstrap intervals of PRDC (per-sample outcomes resampled within each chunk, k-NN balls
-/// fixed; see the module docs).
+/// Confidence intervals of PRDC by half-sampling (see the module docs): each resample
+/// recomputes PRDC, with the same settings, on `floor(N/2)` real and `floor(M/2)` fake rows drawn
+/// without replacement (row order kept). The half-size chunks must still hold more than `k`
+/// rows.
 pub fn bootstrap_prdc(
     real: &Embeddings<'_>,
     fake: &Embeddings<'_>,
     config: &PrdcConfig,
     cfg: &BootstrapConfig,
 ) -> Result<PrdcIntervals> {
-    let outcome = prdc_outcome(real, fake, config)?;
-    let p = outcome.summary();
-    let k = outcome.k as f64;
-    let stat = |rng: &mut StdRng| {
-        let mut acc = [0.0; 4];
-        let splits = outcome.splits.len() as f64;
-        for s in &outcome.splits {
-            let nf = s.precision.len();
-            let fi = resample_indices(rng, nf);
-            let prec = fi.iter().filter(|&&j| s.precision[j]).count() as f64 / nf as f64;
-            let dens = fi.iter().map(|&j| f64::from(s.density[j])).sum::<f64>() / (k * nf as f64);
-            let nr = s.recall.len();
-            let ri = resample_indices(rng, nr);
-            let rec = ri.iter().filter(|&&i| s.recall[i]).count() as f64 / nr as f64;
-            let cov = ri.iter().filter(|&&i| s.coverage[i]).count() as f64 / nr as f64;
-            for (a, v) in acc.iter_mut().zip([prec, rec, dens, cov]) {
-                *a += v / splits;
-            }
+    let p = prdc_rows(real, fake, config)?;
+    for (e, input) in [(real, "real half-sample"), (fake, "fake half-sample")] {
+        let sizes = chunk_sizes(e.rows() / 2, config.splits, input)?;
+        let smallest = sizes.iter().copied().min().unwrap_or(0);
+        if config.k >= smallest {
+            return Err(MetricsError::KTooLarge {
+                k: config.k,
+                size: smallest,
+                what: if input.starts_with("real") {
+                    "real split of a half-sample"
+                } else {
+                    "fake split of a half-sample"
+                },
+            });
         }
-        Ok(acc.to_vec())
+    }
+    let stat = |rng: &mut StdRng| {
+        let r = real.select(&half_indices(rng, real.rows()));
+        let f = fake.select(&half_indices(rng, fake.rows()));
+        let q = prdc_outcome(&r, &f, config)?.summary();
+        Ok(vec![q.precision, q.recall, q.density, q.coverage])
     };
-    let iv = run(cfg, &[p.precision, p.recall, p.density, p.coverage], stat)?;
+    let iv = run_half(
+        cfg,
+        real.rows(),
+        &[p.precision, p.recall, p.density, p.coverage],
+        stat,
+    )?;
     Ok(PrdcIntervals {
         precision: iv[0],
         recall: iv[1],
@@ -387,8 +442,6 @@ mod tests {
         let a: Vec<usize> = resample_indices(&mut cfg.rng(5), 50);
         assert_eq!(a, resample_indices(&mut cfg.rng(5), 50));
         assert_ne!(a, resample_indices(&mut cfg.rng(6), 50));
-        let counts = resample_counts(&mut cfg.rng(1), 50);
-        assert_eq!(counts.iter().sum::<f64>(), 50.0);
     }
 
     #[test]

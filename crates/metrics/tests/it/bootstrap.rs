@@ -13,7 +13,7 @@ fn cfg(resamples: usize, seed: u64) -> BootstrapConfig {
 }
 
 #[test]
-fn fd_interval_is_seeded_and_brackets_resampled_values() -> anyhow::Result<()> {
+fn fd_interval_is_seeded_and_centred_on_the_estimate() -> anyhow::Result<()> {
     let d = data()?;
     let real = Embeddings::from_tensor(&d.real.narrow(0, 0, 320)?)?;
     let fake = Embeddings::from_tensor(&d.fake.narrow(0, 0, 320)?)?;
@@ -22,12 +22,20 @@ fn fd_interval_is_seeded_and_brackets_resampled_values() -> anyhow::Result<()> {
     assert_ne!(a, metrics::bootstrap_frechet(&real, &fake, &cfg(8, 2))?);
     assert_eq!(a.estimate, metrics::frechet_distance_rows(&real, &fake)?);
     assert!(a.lower < a.upper && a.std_error > 0.0, "{a:?}");
-    // FD is biased upwards under resampling (duplicated rows shrink the covariance rank), but
-    // the resampled values stay within a few standard errors of the estimate.
-    assert!(
-        a.lower > 0.5 * a.estimate && a.upper < 2.0 * a.estimate,
-        "{a:?}"
-    );
+    // Half-samples have a much larger FD (finite-sample bias grows as the sample shrinks); only
+    // their spread is used, centred on the estimate, so the interval brackets the estimate and
+    // stays within a few percent of it (observed ~2% at this size).
+    assert!(a.contains(a.estimate), "{a:?}");
+    assert!(a.half_width() < 0.2 * a.estimate, "{a:?}");
+    let tiny = Embeddings::from_tensor(&d.real.narrow(0, 0, 3)?)?;
+    assert!(matches!(
+        metrics::bootstrap_frechet(&tiny, &fake, &cfg(8, 1)),
+        Err(metrics::MetricsError::TooFewRows {
+            input: "real",
+            needed: 4,
+            ..
+        })
+    ));
     Ok(())
 }
 
@@ -86,5 +94,22 @@ fn prdc_retrieval_and_diversity_intervals_contain_their_estimates() -> anyhow::R
     // Display gives the table form "estimate ± half-width (95%)".
     let shown = format!("{div:.2}");
     assert!(shown.ends_with("(95%)") && shown.contains(" ± "), "{shown}");
+    Ok(())
+}
+
+#[test]
+fn prdc_half_samples_must_keep_more_than_k_rows_per_chunk() -> anyhow::Result<()> {
+    // 20 rows in 5 splits: chunks of 4 > k = 3 are fine for the estimate, but half-samples
+    // (10 rows) give chunks of 2.
+    let d = data()?;
+    let real = Embeddings::from_tensor(&d.real.narrow(0, 0, 20)?)?;
+    let fake = Embeddings::from_tensor(&d.fake.narrow(0, 0, 20)?)?;
+    assert!(metrics::prdc_rows(&real, &fake, &PrdcConfig::default()).is_ok());
+    let err = metrics::bootstrap_prdc(&real, &fake, &PrdcConfig::default(), &cfg(10, 0))
+        .expect_err("half chunks too small");
+    assert!(
+        matches!(err, metrics::MetricsError::KTooLarge { k: 3, size: 2, .. }),
+        "{err}"
+    );
     Ok(())
 }
