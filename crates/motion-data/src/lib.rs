@@ -9,7 +9,7 @@
 //! - [`FolderDataset`]: reads the reference folder layout, reporting every fault at once
 //!   ([`FaultReport`]); the CLIP `seq` object arrays are read by a small pure-Rust pickle reader.
 //! - [`PackedDataset`]: memory-mapped `.safetensors` shards plus a JSON side file, built by
-//!   [`pack_folder`].
+//!   [`pack_folder`] (`cargo run --release -p motion-data --example pack -- <folder> <out>`).
 //! - [`Batcher`]: crop / pad to a fixed number of frames, frame mask (1 = valid), normalisation,
 //!   caption choice, CLIP tokens padded to 77 with a token mask, seeded shuffling.
 //! - [`synth`]: procedural motions of 14 families on an SMPL-H-like skeleton, with captions,
