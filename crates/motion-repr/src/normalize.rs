@@ -202,6 +202,37 @@ impl Normalizer {
         Ok(())
     }
 
+    /// CPU float32 fast path: `f(x, mean, std)` element-wise in one pass, padded frames (mask
+    /// 0) set to zero. `None` on other devices / dtypes (the tensor-op path is used there).
+    fn host_map(
+        &self,
+        x: &Tensor,
+        frame_mask: Option<&Tensor>,
+        f: impl Fn(f32, f32, f32) -> f32,
+    ) -> Result<Option<Tensor>> {
+        if !x.device().is_cpu() || x.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let d = self.dim();
+        let mean = self.mean.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+        let std = self.std.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+        let mask = match frame_mask {
+            Some(m) => Some(m.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+            None => None,
+        };
+        let mut v = x.flatten_all()?.to_vec1::<f32>()?;
+        for (row, chunk) in v.chunks_exact_mut(d).enumerate() {
+            if mask.as_ref().is_some_and(|m| m[row] == 0.0) {
+                chunk.fill(0.0);
+                continue;
+            }
+            for ((y, &m), &s) in chunk.iter_mut().zip(&mean).zip(&std) {
+                *y = f(*y, m, s);
+            }
+        }
+        Ok(Some(Tensor::from_vec(v, x.shape(), x.device())?))
+    }
+
     fn stats_for(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let dev = x.device();
         Ok((
@@ -216,6 +247,9 @@ impl Normalizer {
     /// `x [..., D]` -> `[..., D]`.
     pub fn normalize(&self, x: &Tensor) -> Result<Tensor> {
         self.check(x)?;
+        if let Some(y) = self.host_map(x, None, |v, m, s| (v - m) / s)? {
+            return Ok(y);
+        }
         let (m, s) = self.stats_for(x)?;
         Ok(x.broadcast_sub(&m)?.broadcast_div(&s)?)
     }
@@ -233,6 +267,9 @@ impl Normalizer {
                 frame_mask.dims(),
             ));
         }
+        if let Some(y) = self.host_map(x, Some(frame_mask), |v, m, s| (v - m) / s)? {
+            return Ok(y);
+        }
         let y = self.normalize(x)?;
         let m = frame_mask.ne(0u32)?.to_dtype(y.dtype())?.unsqueeze(2)?;
         Ok(y.broadcast_mul(&m)?)
@@ -244,6 +281,9 @@ impl Normalizer {
     /// `x [..., D]` -> `[..., D]`.
     pub fn unnormalize(&self, x: &Tensor) -> Result<Tensor> {
         self.check(x)?;
+        if let Some(y) = self.host_map(x, None, |v, m, s| v * s + m)? {
+            return Ok(y);
+        }
         let (m, s) = self.stats_for(x)?;
         Ok(x.broadcast_mul(&s)?.broadcast_add(&m)?)
     }

@@ -117,6 +117,17 @@ fn normalise_then_zero_padding_and_invert() -> anyhow::Result<()> {
             .to_scalar::<f32>()?,
         0.0
     );
+    // The device (tensor-op) path, taken here for float64 input, agrees with the CPU path.
+    let y64 = n.normalize_masked(&x.to_dtype(DType::F64)?, &mask)?;
+    assert_close(&y64, &y, 1e-5, 1e-6, "tensor-op path");
+    let u64 = n.unnormalize(&y64)?;
+    assert_close(
+        &u64,
+        &n.unnormalize(&y)?,
+        1e-5,
+        1e-6,
+        "tensor-op unnormalize",
+    );
     let back = n.unnormalize(&n.normalize(&x)?)?;
     assert_close(&back, &x, 1e-5, 1e-6, "unnormalize(normalize(x))");
     Ok(())
