@@ -319,17 +319,44 @@ pub fn decode_batch(features: &Tensor, frame_mask: &Tensor) -> Result<(Tensor, T
     let mut rots: Vec<f32> = std::iter::repeat_n(mat3::IDENTITY, b * f * NR)
         .flatten()
         .collect();
+    // First check every sequence (typed error naming the first bad one), then decode the
+    // sequences in parallel (each is independent: its own cumulative sums).
     for (bi, valid) in rows.iter().enumerate() {
         let xs = gather(&x[bi * f * D..(bi + 1) * f * D], valid, D);
         check_finite(&format!("features[{bi}]"), &xs, D, "feature")?;
-        let (j, r) = decode_frames(&xs, valid.len());
-        for (k, &fi) in valid.iter().enumerate() {
-            let dj = (bi * f + fi) * NJ * 3;
-            joints[dj..dj + NJ * 3].copy_from_slice(&j[k * NJ * 3..(k + 1) * NJ * 3]);
-            let dr = (bi * f + fi) * NR * 9;
-            rots[dr..dr + NR * 9].copy_from_slice(&r[k * NR * 9..(k + 1) * NR * 9]);
-        }
     }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, b.max(1));
+    let per = b.div_ceil(threads).max(1);
+    let x = &x;
+    std::thread::scope(|s| {
+        for (ci, (jc, rc)) in joints
+            .chunks_mut(per * f * NJ * 3)
+            .zip(rots.chunks_mut(per * f * NR * 9))
+            .enumerate()
+        {
+            let rows = &rows;
+            s.spawn(move || {
+                for (k, (jo, ro)) in jc
+                    .chunks_mut(f * NJ * 3)
+                    .zip(rc.chunks_mut(f * NR * 9))
+                    .enumerate()
+                {
+                    let bi = ci * per + k;
+                    let valid = &rows[bi];
+                    let xs = gather(&x[bi * f * D..(bi + 1) * f * D], valid, D);
+                    let (j, r) = decode_frames(&xs, valid.len());
+                    for (k, &fi) in valid.iter().enumerate() {
+                        jo[fi * NJ * 3..(fi + 1) * NJ * 3]
+                            .copy_from_slice(&j[k * NJ * 3..(k + 1) * NJ * 3]);
+                        ro[fi * NR * 9..(fi + 1) * NR * 9]
+                            .copy_from_slice(&r[k * NR * 9..(k + 1) * NR * 9]);
+                    }
+                }
+            });
+        }
+    });
     let dev = features.device();
     Ok((
         Tensor::from_vec(joints, (b, f, NJ, 3), dev)?,
