@@ -174,15 +174,21 @@ fn radii(d: &DistanceMatrix, k: usize) -> Vec<f32> {
         .collect()
 }
 
+/// One of the three independent pieces of work of a chunk.
+enum Piece {
+    /// k-NN radii of the chunk's real or fake rows.
+    Radii(Vec<f32>),
+    /// Real-to-fake distances of the chunk.
+    Cross(DistanceMatrix),
+}
+
+/// Combines a chunk's radii and real-to-fake distances into per-sample outcomes.
 fn split_outcome(
-    real: &Embeddings<'_>,
-    fake: &Embeddings<'_>,
-    k: usize,
+    rad_r: &[f32],
+    rad_f: &[f32],
+    d: &DistanceMatrix,
     recall: RecallFormula,
-) -> Result<SplitOutcome> {
-    let rad_r = radii(&euclidean_distances(real, "real", real, "real")?, k);
-    let rad_f = radii(&euclidean_distances(fake, "fake", fake, "fake")?, k);
-    let d = euclidean_distances(real, "real", fake, "fake")?;
+) -> SplitOutcome {
     let (nr, nf) = (d.rows, d.cols);
     let mut precision = vec![false; nf];
     let mut density = vec![0u32; nf];
@@ -204,12 +210,12 @@ fn split_outcome(
             recall_v[i] |= hit;
         }
     }
-    Ok(SplitOutcome {
+    SplitOutcome {
         precision,
         density,
         recall: recall_v,
         coverage,
-    })
+    }
 }
 
 /// Validates the inputs and computes the per-sample outcomes of every chunk.
@@ -261,16 +267,39 @@ pub(crate) fn prdc_outcome(
             .collect()
     };
     let (rb, fb) = (bounds(&real_sizes), bounds(&fake_sizes));
-    let splits = parallel::map_indices(config.splits, |c| {
-        split_outcome(
-            &real.slice_rows(rb[c].0, rb[c].1),
-            &fake.slice_rows(fb[c].0, fb[c].1),
-            config.k,
-            config.recall,
-        )
+    // 3 independent GEMM-sized pieces per chunk (real radii, fake radii, cross distances),
+    // spread over the cores as one flat list so the load balances.
+    let pieces = parallel::map_indices(3 * config.splits, |t| {
+        let (c, kind) = (t / 3, t % 3);
+        let real_c = real.slice_rows(rb[c].0, rb[c].1);
+        let fake_c = fake.slice_rows(fb[c].0, fb[c].1);
+        Ok(match kind {
+            0 => Piece::Radii(radii(
+                &euclidean_distances(&real_c, "real", &real_c, "real")?,
+                config.k,
+            )),
+            1 => Piece::Radii(radii(
+                &euclidean_distances(&fake_c, "fake", &fake_c, "fake")?,
+                config.k,
+            )),
+            _ => Piece::Cross(euclidean_distances(&real_c, "real", &fake_c, "fake")?),
+        })
     })
     .into_iter()
-    .collect::<Result<Vec<_>>>()?;
+    .collect::<Result<Vec<Piece>>>()?;
+    let splits = pieces
+        .chunks(3)
+        .map(|p| match p {
+            [Piece::Radii(rad_r), Piece::Radii(rad_f), Piece::Cross(d)] => {
+                Ok(split_outcome(rad_r, rad_f, d, config.recall))
+            }
+            _ => Err(MetricsError::InvalidArgument {
+                name: "splits",
+                value: config.splits.to_string(),
+                why: "internal: chunk pieces out of order",
+            }),
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(PrdcOutcome {
         k: config.k,
         splits,
