@@ -25,7 +25,7 @@
 //! let dev = Device::Cpu;
 //! let real = Tensor::from_vec((0..64).map(|i| (i % 7) as f32).collect::<Vec<_>>(), (16, 4), &dev)?;
 //! let fake = (real.clone() + 0.5)?;
-//! // Shifting every row by 0.5 in 4 dimensions moves the mean by |0.5 * 1|^2 = 1.
+//! // Shifting every row by 0.5 leaves the covariance alone: FD = |mu_r - mu_f|^2 = 4 * 0.5^2.
 //! let fd = metrics::frechet_distance(&real, &fake)?;
 //! assert!((fd - 1.0).abs() < 1e-9);
 //! let p = metrics::prdc(&real, &real, 3, 2)?;
