@@ -106,6 +106,20 @@ fn ops(c: &mut Criterion) {
             l.matmul(&q).expect("pv")
         })
     });
+    let b_fc1 = r(&[4 * d]);
+    g.bench_function("fused_linear_gelu_fc1", |b| {
+        b.iter(|| dit::ops::linear(&x, &w_fc1, &b_fc1, true, true).expect("lin"))
+    });
+    g.bench_function("candle_linear_gelu_fc1", |b| {
+        b.iter(|| dit::ops::linear(&x, &w_fc1, &b_fc1, true, false).expect("lin"))
+    });
+    let qkv = r(&[8, t, 3 * d]);
+    let qs = qkv.narrow(2, 0, d).expect("q");
+    let ks = qkv.narrow(2, d, d).expect("k");
+    let vs = qkv.narrow(2, 2 * d, d).expect("v");
+    g.bench_function("fused_attention", |b| {
+        b.iter(|| dit::ops::attention(&qs, &ks, &vs, h, Some(&bias)).expect("att"))
+    });
     g.bench_function("bias_gelu_fc1", |b| {
         b.iter(|| dit::ops::bias_gelu(&xw, &b4, true).expect("g"))
     });

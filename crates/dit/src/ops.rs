@@ -489,6 +489,43 @@ pub fn gated_residual(h: &Tensor, y: &Tensor, gate: &Tensor, fast: bool) -> Resu
     }
 }
 
+/// Multi-head attention at inference: `softmax(Q K^T / sqrt(dh) + bias) V` with heads split
+/// channel-major. On CPU (`f32`) this is the fused kernel reading `q`, `k`, `v` in place from
+/// strided views (last dim contiguous); elsewhere plain candle ops.
+///
+/// # Shapes
+/// `q: [B, Nq, D]`, `k`, `v`: `[B, Nk, D]`, `bias: [B, Nk]` (additive, per key) -> `[B, Nq, D]`.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    if fast_ok(q) {
+        return crate::attention::fused_attention(q, k, v, heads, bias);
+    }
+    let (b, nq, d) = q.dims3()?;
+    let nk = k.dim(1)?;
+    let dh = d / heads;
+    let split = |x: &Tensor, n: usize| -> Result<Tensor> {
+        x.reshape((b, n, heads, dh))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * heads, n, dh))
+    };
+    let (qh, kh, vh) = (split(q, nq)?, split(k, nk)?, split(v, nk)?);
+    let logits = (qh * (1.0 / (dh as f64).sqrt()))?
+        .matmul(&kh.t()?)?
+        .reshape((b, heads, nq, nk))?;
+    attention_softmax(&logits, bias, false)?
+        .reshape((b * heads, nq, nk))?
+        .matmul(&vh)?
+        .reshape((b, heads, nq, dh))?
+        .transpose(1, 2)?
+        .reshape((b, nq, d))
+}
+
 /// Whether the fused CPU kernels apply to this tensor.
 pub(crate) fn fast_ok(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
