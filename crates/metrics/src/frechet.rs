@@ -443,6 +443,25 @@ mod tests {
     }
 
     #[test]
+    fn factorisations_agree_on_ill_conditioned_and_singular_covariances() -> Result<()> {
+        // 34 rows in 32 dimensions: positive definite but ill-conditioned (Cholesky path);
+        // 20 rows: rank 19 (Cholesky fails, eigendecomposition path). Both must match the
+        // eigendecomposition form.
+        for n in [34, 20] {
+            let s1 = cov_of(&random_rows(5, n, 32, 0.0));
+            let s2 = cov_of(&random_rows(6, n, 32, 0.2));
+            let auto = trace_sqrt_product(&s1, &s2, SqrtMethod::Auto)?;
+            let eigen = trace_sqrt_product(&s1, &s2, SqrtMethod::Eigen)?;
+            assert!(auto.is_finite() && auto > 0.0);
+            assert!(
+                (auto - eigen).abs() < 1e-6 * auto,
+                "n {n}: {auto} vs {eigen}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
     fn trace_sqrt_of_commuting_diagonals_is_sum_of_geometric_means() -> Result<()> {
         // Hand-derived: diag(a) diag(b) has eigenvalues a_i b_i, so tr sqrt = sum sqrt(a_i b_i).
         let a = DMatrix::from_diagonal(&nalgebra::DVector::from_vec(vec![4.0, 9.0, 0.0]));
