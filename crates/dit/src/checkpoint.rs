@@ -265,6 +265,91 @@ impl Dit {
     }
 }
 
+impl DitConfig {
+    /// Infers the variant and sizes of a network from its weights (keys `model.*`). The head
+    /// count cannot be read from weights and is given; dropout rates and `num_frames` take the
+    /// reference values; `max_positions` follows a stored `pe` table when present.
+    pub fn infer_from_weights(
+        tensors: &HashMap<String, Tensor>,
+        num_heads: usize,
+    ) -> Result<DitConfig, DitError> {
+        let dims = |k: &str| tensors.get(k).map(|t| t.dims().to_vec());
+        let bad = |reason: String| DitError::KeyMismatch {
+            source_name: "weights".into(),
+            variant: "unknown".into(),
+            missing: vec![reason],
+            wrong_shape: Vec::new(),
+            unused: Vec::new(),
+        };
+        let variant = if tensors.contains_key("model.joint_cond_projection.weight") {
+            crate::Variant::AdaLn
+        } else if tensors.keys().any(|k| k.starts_with("model.cond_sa.")) {
+            crate::Variant::CrossAttention
+        } else if tensors.contains_key("model.cond_projection.weight") {
+            crate::Variant::InContext
+        } else {
+            return Err(bad(
+                "model.joint_cond_projection.weight or model.cond_projection.weight".into(),
+            ));
+        };
+        let input = dims("model.input_projection.0.weight")
+            .ok_or_else(|| bad("model.input_projection.0.weight".into()))?;
+        let cond_key = match variant {
+            crate::Variant::AdaLn => "model.joint_cond_projection.weight",
+            _ => "model.cond_projection.weight",
+        };
+        let cond = dims(cond_key).ok_or_else(|| bad(cond_key.into()))?;
+        let ffn = dims("model.backbone_module.0.ffn.0.weight")
+            .ok_or_else(|| bad("model.backbone_module.0.ffn.0.weight".into()))?;
+        let (&[d, f], &[_, c], &[hidden, _]) = (&input[..], &cond[..], &ffn[..]) else {
+            return Err(bad("2-D projection weights".into()));
+        };
+        let count = |prefix: &str| {
+            (0..)
+                .take_while(|i| {
+                    let p = format!("{prefix}{i}.");
+                    tensors.keys().any(|k| k.starts_with(&p))
+                })
+                .count()
+        };
+        let mut cfg = DitConfig::reference(variant);
+        cfg.num_feats = f;
+        cfg.num_cond_feats = c;
+        cfg.latent_dim = d;
+        cfg.mlp_multiplier = hidden / d.max(1);
+        cfg.num_layers = count("model.backbone_module.");
+        cfg.num_heads = num_heads;
+        if variant == crate::Variant::CrossAttention {
+            cfg.num_cond_blocks = count("model.cond_sa.");
+        }
+        if let Some(&[1, rows, _]) = dims("model.input_projection.1.pe").as_deref() {
+            cfg.max_positions = rows;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+impl Dit {
+    /// Loads a checkpoint as [`Dit::from_checkpoint`] does, inferring the configuration from
+    /// the weights ([`DitConfig::infer_from_weights`]; the head count is given).
+    pub fn from_checkpoint_inferred(
+        path: impl AsRef<Path>,
+        num_heads: usize,
+        device: &Device,
+    ) -> Result<(Dit, DitConfig), DitError> {
+        let path = path.as_ref();
+        let (tensors, prefix) = read_network_tensors(path, None)?;
+        let cfg = DitConfig::infer_from_weights(&tensors, num_heads)?;
+        let tensors = tensors
+            .into_iter()
+            .map(|(k, t)| t.to_device(device).map(|t| (k, t)))
+            .collect::<candle::Result<HashMap<_, _>>>()?;
+        let source = format!("{} (prefix {prefix:?})", path.display());
+        Ok((Dit::from_tensors(tensors, &cfg, device, &source)?, cfg))
+    }
+}
+
 /// Splits an audit entry `name [d0, d1]` back into its parts.
 fn parse_missing(entry: &str) -> candle::Result<(String, Vec<usize>)> {
     let (name, dims) = entry

@@ -170,3 +170,43 @@ fn torch_files_without_network_weights_are_errors_not_empty_models() -> anyhow::
     assert!(err.to_string().contains("absent.ckpt"), "{err}");
     Ok(())
 }
+
+#[test]
+fn config_is_inferred_from_checkpoint_weights() -> anyhow::Result<()> {
+    let fx = Fixture::load("incontext_small_ckpt")?;
+    let (atol, rtol) = tolerance(&fx)?;
+    let given = incontext_config()?;
+    let (net, cfg) = Dit::from_checkpoint_inferred(
+        fixture_path("incontext_small.ckpt")?,
+        given.num_heads,
+        &Device::Cpu,
+    )?;
+    assert_eq!(cfg.variant, given.variant);
+    assert_eq!(
+        (cfg.num_feats, cfg.num_cond_feats, cfg.latent_dim),
+        (given.num_feats, given.num_cond_feats, given.latent_dim)
+    );
+    assert_eq!(
+        (cfg.mlp_multiplier, cfg.num_layers),
+        (given.mlp_multiplier, given.num_layers)
+    );
+    assert_eq!(cfg.max_positions, 10_000);
+    assert_close(
+        &run(&net, &fx)?,
+        &fx.f32("output.out_ema")?,
+        atol,
+        rtol,
+        "inferred out_ema",
+    );
+    for name in ["dit_adaln", "dit_cross_attention"] {
+        let fx = Fixture::load(name)?;
+        let given: DitConfig = serde_json::from_value(fx.json_at("/config")?.clone())?;
+        let cfg = DitConfig::infer_from_weights(&fx.with_prefix("weights."), given.num_heads)?;
+        assert_eq!(cfg.variant, given.variant, "{name}");
+        assert_eq!(cfg.num_layers, given.num_layers, "{name}");
+        assert_eq!(cfg.latent_dim, given.latent_dim, "{name}");
+        assert_eq!(cfg.num_cond_blocks, given.num_cond_blocks, "{name}");
+        assert_eq!(cfg.mlp_multiplier, given.mlp_multiplier, "{name}");
+    }
+    Ok(())
+}
