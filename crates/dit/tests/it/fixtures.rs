@@ -194,3 +194,49 @@ fn wrong_condition_kind_is_a_named_error() -> anyhow::Result<()> {
     assert!(err.to_string().contains("pooled"), "{err}");
     Ok(())
 }
+
+/// Strict mode honours a condition token mask: a sample with padded text tokens gives the same
+/// output as the same sample with the padding cut off (derived property; no reference output
+/// exists for it). The reference mode attends the padded tokens, so there the outputs differ.
+#[test]
+fn cross_attention_strict_mode_ignores_masked_condition_tokens() -> anyhow::Result<()> {
+    let fx = Fixture::load("dit_cross_attention")?;
+    let (net, _) = fixture_net(&fx)?;
+    let strict = net.clone().with_mask_mode(MaskMode::Strict);
+    let lengths = fx
+        .tensor("input.cond_lengths")?
+        .to_dtype(candle::DType::I64)?
+        .to_vec1::<i64>()?;
+    let s = 2; // the sample with the fewest valid tokens (3 of 12)
+    let l = lengths[s] as usize;
+    let y = fx.f32("input.y")?.narrow(0, s, 1)?;
+    let x = fx.f32("input.x")?.narrow(0, s, 1)?;
+    let gamma = fx.f32("input.gamma")?.narrow(0, s, 1)?;
+    let mask = frame_mask(&fx, "input.mask")?.narrow(0, s, 1)?;
+    let lc = y.dim(1)?;
+    let tok_mask = Tensor::from_vec(
+        (0..lc)
+            .map(|i| if i < l { 1f32 } else { 0.0 })
+            .collect::<Vec<_>>(),
+        (1, lc),
+        y.device(),
+    )?;
+    let padded = Conditioning::Tokens {
+        tokens: y.clone(),
+        mask: Some(tok_mask),
+    };
+    let cut = Conditioning::Tokens {
+        tokens: y.narrow(1, 0, l)?,
+        mask: None,
+    };
+    let a = strict.forward(&x, &gamma, &padded, &mask)?;
+    let b = strict.forward(&x, &gamma, &cut, &mask)?;
+    assert_close(&a, &b, 1e-5, 1e-5, "strict masked vs cut tokens");
+    let r = net.forward(&x, &gamma, &padded, &mask)?;
+    let diff = (&r - &b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    assert!(
+        diff > 1e-4,
+        "reference mode should attend padded tokens (diff {diff:e})"
+    );
+    Ok(())
+}
