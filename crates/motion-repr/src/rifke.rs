@@ -214,6 +214,24 @@ fn check_features(features: &Tensor, rank: usize) -> Result<()> {
 
 /// Encodes a motion into SMPL-RIFKE features (the reference's behaviour: yaw not unwrapped).
 ///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use candle::{DType, Device, Tensor};
+/// use motion_repr::{FeatureLayout, rifke};
+/// let t = 3;
+/// // A pelvis drifting along x at 0.9 m height, every joint at the pelvis, no rotation.
+/// let xs: Vec<f32> = (0..t).flat_map(|f| (0..24).flat_map(move |_| [0.1 * f as f32, 0.0, 0.9])).collect();
+/// let joints = Tensor::from_vec(xs, (t, 24, 3), &Device::Cpu)?;
+/// let rots = Tensor::eye(3, DType::F32, &Device::Cpu)?.broadcast_as((t, 22, 3, 3))?.contiguous()?;
+/// let f = rifke::encode(&joints, &rots)?;
+/// assert_eq!(f.dims(), &[t, FeatureLayout::SMPL_RIFKE.dim()]);
+/// let (j, r) = rifke::decode(&f)?;
+/// let err = (j - &joints)?.abs()?.max_keepdim(0)?.max_keepdim(1)?.max_keepdim(2)?;
+/// assert!(err.flatten_all()?.to_vec1::<f32>()?[0] < 1e-6);
+/// assert_eq!(r.dims(), &[t, 22, 3, 3]);
+/// # Ok(()) }
+/// ```
+///
 /// # Shapes
 /// `joints [T, 24, 3]` (pelvis first), `rotations [T, 22, 3, 3]` (root global, 1..21 local)
 /// -> `[T, 205]`.
