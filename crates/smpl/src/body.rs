@@ -149,8 +149,7 @@ impl Loader<'_> {
             path: self.path.to_path_buf(),
             key: key.to_string(),
             got: got.to_vec(),
-            expected,
-            reason: reason.to_string(),
+            expected: format!("{expected} ({reason})"),
         }
     }
 

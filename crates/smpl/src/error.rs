@@ -24,7 +24,7 @@ pub enum SmplError {
         key: String,
     },
     /// Two arrays of a body-model file disagree in shape.
-    #[error("body model {path}: array {key:?} has shape {got:?} but {expected} ({reason})")]
+    #[error("body model {path}: array {key:?} has shape {got:?} but {expected}")]
     InconsistentShape {
         /// The model file.
         path: PathBuf,
@@ -32,10 +32,8 @@ pub enum SmplError {
         key: String,
         /// Its shape.
         got: Vec<usize>,
-        /// The shape it should have.
+        /// The shape it should have and which other array or rule fixes it.
         expected: String,
-        /// Which other array or rule fixes the expectation.
-        reason: String,
     },
     /// A body-model array holds an invalid value (non-finite number, bad parent index...).
     #[error("body model {path}: array {key:?}: {reason}")]

@@ -202,6 +202,15 @@ fn write_npz(
     Ok(path)
 }
 
+/// Loads a model written by [`write_npz`] and deletes its temporary folder.
+fn load_once(path: &std::path::Path) -> Result<BodyModel, SmplError> {
+    let out = BodyModel::from_npz(path, &Device::Cpu);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    out
+}
+
 /// An npy header + data for a float32 array.
 fn npy_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
@@ -227,7 +236,7 @@ fn npy_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
 #[test]
 fn missing_npz_key_is_named() -> anyhow::Result<()> {
     let path = write_npz("missing", |k, b| (k != "weights").then(|| b.to_vec()))?;
-    let err = BodyModel::from_npz(&path, &Device::Cpu).expect_err("weights removed");
+    let err = load_once(&path).expect_err("weights removed");
     assert!(
         matches!(&err, SmplError::MissingArray { key, .. } if key == "weights"),
         "{err}"
@@ -242,7 +251,7 @@ fn absent_correctives_and_hands_load_as_zeros() -> anyhow::Result<()> {
         (!(k.starts_with("posedirs") || k.starts_with("shapedirs") || k.starts_with("hands_")))
             .then(|| b.to_vec())
     })?;
-    let m = BodyModel::from_npz(&path, &Device::Cpu)?;
+    let m = load_once(&path)?;
     assert!(!m.has_pose_blend_shapes() && m.num_betas() == 0 && m.hands_mean().is_none());
     Ok(())
 }
@@ -257,7 +266,7 @@ fn inconsistent_shapes_name_the_offending_array() -> anyhow::Result<()> {
             b.to_vec()
         })
     })?;
-    let err = BodyModel::from_npz(&path, &Device::Cpu).expect_err("posedirs too small");
+    let err = load_once(&path).expect_err("posedirs too small");
     assert!(
         matches!(&err, SmplError::InconsistentShape { key, .. } if key == "posedirs"),
         "{err}"
@@ -271,7 +280,7 @@ fn inconsistent_shapes_name_the_offending_array() -> anyhow::Result<()> {
             b.to_vec()
         })
     })?;
-    let err = BodyModel::from_npz(&path, &Device::Cpu).expect_err("weights of 100 vertices");
+    let err = load_once(&path).expect_err("weights of 100 vertices");
     assert!(
         matches!(&err, SmplError::InconsistentShape { key, .. } if key == "weights"),
         "{err}"
@@ -284,7 +293,7 @@ fn inconsistent_shapes_name_the_offending_array() -> anyhow::Result<()> {
             b.to_vec()
         })
     })?;
-    let err = BodyModel::from_npz(&path, &Device::Cpu).expect_err("NaN template");
+    let err = load_once(&path).expect_err("NaN template");
     assert!(
         matches!(&err, SmplError::InvalidArray { key, .. } if key == "v_template"),
         "{err}"
@@ -321,5 +330,101 @@ fn wrong_pose_shapes_are_typed_errors() -> anyhow::Result<()> {
         matches!(&err, SmplError::Shape { what, .. } if what == "transl"),
         "{err}"
     );
+    Ok(())
+}
+
+/// A 24-joint SMPL model derived from the fixture's SMPL-H one: joints 0..21, then
+/// `left_hand` = SMPL-H joint 22 and `right_hand` = joint 37 (regressor rows), with the finger
+/// skinning weights summed into those two columns; no pose / shape blend shapes.
+fn smpl24_from_fixture(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let h = model()?;
+    let dev = Device::Cpu;
+    let rows = Tensor::new(
+        &[
+            0u32, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 37,
+        ],
+        &dev,
+    )?;
+    let jreg = h.j_regressor().index_select(&rows, 0)?;
+    let w = h.weights();
+    let weights = Tensor::cat(
+        &[
+            &w.narrow(1, 0, 22)?,
+            &w.narrow(1, 22, 15)?.sum_keepdim(1)?,
+            &w.narrow(1, 37, 15)?.sum_keepdim(1)?,
+        ],
+        1,
+    )?;
+    let mut kt: Vec<i64> = smpl::skeleton::SMPL_PARENTS
+        .iter()
+        .map(|&p| p as i64)
+        .collect();
+    kt.extend(0..24i64);
+    let tensors = [
+        ("v_template", h.v_template().clone()),
+        ("f", h.faces().to_dtype(DType::I64)?),
+        ("J_regressor", jreg),
+        ("weights", weights),
+        ("kintree_table", Tensor::from_vec(kt, (2, 24), &dev)?),
+    ];
+    let path = dir.join("smpl24.safetensors");
+    candle::safetensors::save(&tensors.iter().cloned().collect(), &path)?;
+    Ok(path)
+}
+
+#[test]
+fn smpl_24_joint_model_poses_like_smplh_with_flat_hands() -> anyhow::Result<()> {
+    // With identity finger rotations every SMPL-H finger transform equals its wrist transform
+    // (A_f = [R_w, t_w - R_w J_w]), and so does SMPL's hand joint with an identity rotation:
+    // summing the finger weights into SMPL's hand column gives the same skinned vertices.
+    let dir = std::env::temp_dir().join(format!("smpl-24-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let smpl24 = BodyModel::from_npz(smpl24_from_fixture(&dir)?, &Device::Cpu)?;
+    std::fs::remove_dir_all(&dir)?;
+    assert_eq!(smpl24.skeleton(), Some(smpl::Skeleton::Smpl));
+    // The SMPL-H reference without pose blend shapes (so both models have none).
+    let smplh = load_once(&write_npz("nopd", |k, b| {
+        (k != "posedirs").then(|| b.to_vec())
+    })?)?;
+
+    let fx = Fixture::load("smplh")?;
+    let poses = fx.f32("input.poses")?.narrow(0, 0, 8)?;
+    let t = 8;
+    let eye = |n: usize| -> anyhow::Result<Tensor> {
+        Ok(Tensor::eye(3, DType::F32, &Device::Cpu)?
+            .broadcast_as((t, n, 3, 3))?
+            .contiguous()?)
+    };
+    let transl = fx.f32("output.transl")?.narrow(0, 0, t)?;
+    let mut p = BodyParams {
+        betas: None,
+        global_orient: poses.narrow(1, 0, 1)?.squeeze(1)?,
+        body_pose: poses.narrow(1, 1, 21)?,
+        left_hand_pose: eye(15)?,
+        right_hand_pose: eye(15)?,
+        transl,
+    };
+    let h = smplh.forward(&p)?;
+    p.left_hand_pose = eye(1)?;
+    p.right_hand_pose = eye(1)?;
+    let s = smpl24.forward(&p)?;
+    assert_eq!(s.joints.dims(), &[t, 24, 3]);
+    assert_close(
+        &s.vertices,
+        &h.vertices,
+        1e-5,
+        0.0,
+        "SMPL vs SMPL-H vertices",
+    );
+    assert_close(
+        &s.joints.narrow(1, 0, 22)?,
+        &h.joints.narrow(1, 0, 22)?,
+        1e-5,
+        0.0,
+        "body joints",
+    );
+    // Hand poses of the wrong size for SMPL are refused.
+    p.left_hand_pose = eye(15)?;
+    assert!(matches!(smpl24.forward(&p), Err(SmplError::Params(_))));
     Ok(())
 }
