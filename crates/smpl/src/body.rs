@@ -67,6 +67,12 @@ struct SparseWeights {
     offsets: Vec<usize>,
     joints: Vec<u32>,
     weights: Vec<f32>,
+    /// ELL copy: every vertex padded to `ell_width` entries (joint 0, weight 0; adding
+    /// `0 * A` leaves the sum unchanged). `ell_width` is 2, 4 or 8, or 0 when a vertex has more
+    /// than 8 joints (the CSR arrays are used then).
+    ell_width: usize,
+    ell_joints: Vec<u32>,
+    ell_weights: Vec<f32>,
 }
 
 /// Vertices per block of the CPU path (a `[T, 3 * 1024]` pose-offset block stays in L3;
@@ -450,6 +456,9 @@ impl BodyModel {
             offsets: Vec::with_capacity(v + 1),
             joints: Vec::new(),
             weights: Vec::new(),
+            ell_width: 0,
+            ell_joints: Vec::new(),
+            ell_weights: Vec::new(),
         };
         sparse.offsets.push(0);
         for row in weights.chunks_exact(j) {
@@ -460,6 +469,28 @@ impl BodyModel {
                 }
             }
             sparse.offsets.push(sparse.joints.len());
+        }
+        let max_nnz = sparse
+            .offsets
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(0);
+        sparse.ell_width = match max_nnz {
+            0..=2 => 2,
+            3..=4 => 4,
+            5..=8 => 8,
+            _ => 0,
+        };
+        if sparse.ell_width > 0 {
+            let k = sparse.ell_width;
+            sparse.ell_joints = vec![0; v * k];
+            sparse.ell_weights = vec![0.0; v * k];
+            for vi in 0..v {
+                let (a, b) = (sparse.offsets[vi], sparse.offsets[vi + 1]);
+                sparse.ell_joints[vi * k..vi * k + b - a].copy_from_slice(&sparse.joints[a..b]);
+                sparse.ell_weights[vi * k..vi * k + b - a].copy_from_slice(&sparse.weights[a..b]);
+            }
         }
 
         let nf = faces.len() / 3;
@@ -933,48 +964,94 @@ impl BlockJob<'_> {
 
     #[inline(always)]
     fn run_generic(&self, f0: usize, out: &mut [f32]) {
-        let (n3, nj, v0) = (self.n3, self.nj, self.v0);
-        let sp = self.sparse;
+        let (n3, nj, v0, nb) = (self.n3, self.nj, self.v0, self.nb);
+        let mut p = vec![0f32; 3 * nb];
+        let mut rows: Vec<&[f32]> = Vec::with_capacity(self.terms.len());
         for (fi, of) in out.chunks_exact_mut(n3).enumerate() {
             let f = f0 + fi;
-            let base = frame_row(self.base, f, n3);
-            let a = &self.transforms[12 * f * nj..12 * (f + 1) * nj];
-            let tr = &self.transl[3 * f..3 * f + 3];
-            for i in 0..self.nb {
-                let v = v0 + i;
-                // v_posed = v_shaped + (sum of the pose offset terms).
-                let mut p = [0f32; 3];
-                if let Some((first, rest)) = self.terms.split_first() {
-                    let row = frame_row(*first, f, 3 * self.nb);
-                    p.copy_from_slice(&row[3 * i..3 * i + 3]);
-                    for term in rest {
-                        let row = frame_row(*term, f, 3 * self.nb);
-                        for c in 0..3 {
-                            p[c] += row[3 * i + c];
+            let base = &frame_row(self.base, f, n3)[3 * v0..3 * (v0 + nb)];
+            rows.clear();
+            rows.extend(self.terms.iter().map(|t| frame_row(*t, f, 3 * nb)));
+            // v_posed = v_shaped + (sum of the pose offset terms).
+            match rows.split_first() {
+                None => p.copy_from_slice(base),
+                Some((first, rest)) => {
+                    p.copy_from_slice(first);
+                    for r in rest {
+                        for (d, &y) in p.iter_mut().zip(*r) {
+                            *d += y;
                         }
                     }
-                }
-                for c in 0..3 {
-                    p[c] += base[3 * v + c];
-                }
-                let mut m = [0f32; 12];
-                for k in sp.offsets[v]..sp.offsets[v + 1] {
-                    let w = sp.weights[k];
-                    let j = sp.joints[k] as usize;
-                    let aj = &a[12 * j..12 * j + 12];
-                    for e in 0..12 {
-                        m[e] += w * aj[e];
+                    for (d, &x) in p.iter_mut().zip(base) {
+                        *d += x;
                     }
                 }
-                for c in 0..3 {
-                    of[3 * v + c] = (m[4 * c] * p[0]
-                        + m[4 * c + 1] * p[1]
-                        + m[4 * c + 2] * p[2]
-                        + m[4 * c + 3])
-                        + tr[c];
-                }
+            }
+            let (a, _) = self.transforms[12 * f * nj..12 * (f + 1) * nj].as_chunks::<12>();
+            let tr = [
+                self.transl[3 * f],
+                self.transl[3 * f + 1],
+                self.transl[3 * f + 2],
+            ];
+            let of = &mut of[3 * v0..3 * (v0 + nb)];
+            match self.sparse.ell_width {
+                2 => self.blend_ell::<2>(a, &p, tr, of),
+                4 => self.blend_ell::<4>(a, &p, tr, of),
+                8 => self.blend_ell::<8>(a, &p, tr, of),
+                _ => self.blend_csr(a, &p, tr, of),
             }
         }
+    }
+
+    /// `out_v = (sum_k w_vk A_{j_vk}) [p_v; 1] + transl` with a fixed `K` entries per vertex.
+    #[inline(always)]
+    fn blend_ell<const K: usize>(&self, a: &[[f32; 12]], p: &[f32], tr: [f32; 3], of: &mut [f32]) {
+        let (v0, nb) = (self.v0, self.nb);
+        let sp = self.sparse;
+        let js = &sp.ell_joints[K * v0..K * (v0 + nb)];
+        let ws = &sp.ell_weights[K * v0..K * (v0 + nb)];
+        for (((pv, ov), jv), wv) in p
+            .chunks_exact(3)
+            .zip(of.chunks_exact_mut(3))
+            .zip(js.chunks_exact(K))
+            .zip(ws.chunks_exact(K))
+        {
+            let mut m = [0f32; 12];
+            for k in 0..K {
+                let aj = &a[jv[k] as usize];
+                let w = wv[k];
+                for e in 0..12 {
+                    m[e] += w * aj[e];
+                }
+            }
+            transform(&m, pv, tr, ov);
+        }
+    }
+
+    /// [`BlockJob::blend_ell`] for vertices with many joints (CSR).
+    fn blend_csr(&self, a: &[[f32; 12]], p: &[f32], tr: [f32; 3], of: &mut [f32]) {
+        let sp = self.sparse;
+        for (i, (pv, ov)) in p.chunks_exact(3).zip(of.chunks_exact_mut(3)).enumerate() {
+            let v = self.v0 + i;
+            let mut m = [0f32; 12];
+            for k in sp.offsets[v]..sp.offsets[v + 1] {
+                let aj = &a[sp.joints[k] as usize];
+                let w = sp.weights[k];
+                for e in 0..12 {
+                    m[e] += w * aj[e];
+                }
+            }
+            transform(&m, pv, tr, ov);
+        }
+    }
+}
+
+/// `out = M[:, :3] p + M[:, 3] + transl` for a row-major 3x4 `M`.
+#[inline(always)]
+fn transform(m: &[f32; 12], p: &[f32], tr: [f32; 3], out: &mut [f32]) {
+    for c in 0..3 {
+        out[c] =
+            (m[4 * c] * p[0] + m[4 * c + 1] * p[1] + m[4 * c + 2] * p[2] + m[4 * c + 3]) + tr[c];
     }
 }
 
@@ -1043,6 +1120,19 @@ mod tests {
         let b = model
             .skin_tensor(&v_posed, &tr, t)?
             .broadcast_add(&Tensor::new(&transl, &Device::Cpu)?.reshape((t, 1, 3))?)?;
+        // The CSR kernel (used above 8 joints per vertex) gives bit-identical results: the ELL
+        // padding adds exact zeros.
+        assert_eq!(
+            model.sparse.ell_width, 2,
+            "the fixture skins with 2 joints per vertex"
+        );
+        let mut csr = model.clone();
+        csr.sparse.ell_width = 0;
+        let c = csr.skin_cpu(&v_shaped, &runs, blocks, &tr, &transl, t)?;
+        assert_eq!(
+            c.flatten_all()?.to_vec1::<f32>()?,
+            a.flatten_all()?.to_vec1::<f32>()?
+        );
         let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "max diff {diff}");
         Ok(())
