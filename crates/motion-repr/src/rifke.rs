@@ -343,6 +343,13 @@ pub fn decode_batch(features: &Tensor, frame_mask: &Tensor) -> Result<(Tensor, T
         let xs = gather(&x[bi * f * D..(bi + 1) * f * D], valid, D);
         check_finite(&format!("features[{bi}]"), &xs, D, "feature")?;
     }
+    let dev = features.device();
+    if b == 0 || f == 0 {
+        return Ok((
+            Tensor::from_vec(joints, (b, f, NJ, 3), dev)?,
+            Tensor::from_vec(rots, (b, f, NR, 3, 3), dev)?,
+        ));
+    }
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, b.max(1));
@@ -375,7 +382,6 @@ pub fn decode_batch(features: &Tensor, frame_mask: &Tensor) -> Result<(Tensor, T
             });
         }
     });
-    let dev = features.device();
     Ok((
         Tensor::from_vec(joints, (b, f, NJ, 3), dev)?,
         Tensor::from_vec(rots, (b, f, NR, 3, 3), dev)?,

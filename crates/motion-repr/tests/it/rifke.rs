@@ -244,6 +244,20 @@ fn batched_forms_ignore_padding() -> anyhow::Result<()> {
 }
 
 #[test]
+fn empty_motions_encode_and_decode_to_empty_tensors() -> anyhow::Result<()> {
+    let f = Tensor::zeros((2, 0, 205), DType::F32, &Device::Cpu)?;
+    let mask = Tensor::zeros((2, 0), DType::F32, &Device::Cpu)?;
+    let (j, r) = rifke::decode_batch(&f, &mask)?;
+    assert_eq!(
+        (j.dims(), r.dims()),
+        (&[2, 0, 24, 3][..], &[2, 0, 22, 3, 3][..])
+    );
+    let (j, _) = rifke::decode(&Tensor::zeros((0, 205), DType::F32, &Device::Cpu)?)?;
+    assert_eq!(j.dims(), &[0, 24, 3]);
+    Ok(())
+}
+
+#[test]
 fn wrong_feature_width_and_nan_are_typed_errors() -> anyhow::Result<()> {
     let x = Tensor::zeros((3, 204), DType::F32, &Device::Cpu)?;
     let err = rifke::decode(&x).expect_err("204 features");
