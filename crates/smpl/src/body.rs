@@ -748,7 +748,7 @@ impl BodyModel {
     /// Pose features of runs of consecutive joints that are either all varying or all constant
     /// over the frames: `(first posedirs row, feat [T or 1, 9 k])`, empty without `posedirs`.
     fn pose_runs(&self, rots: &[f32], t: usize) -> Result<Vec<(usize, Tensor)>> {
-        if self.posedirs.is_none() {
+        if self.posedirs.is_none() || t == 0 {
             return Ok(Vec::new());
         }
         let nj = self.num_joints;

@@ -321,6 +321,26 @@ fn wrong_pose_shapes_are_typed_errors() -> anyhow::Result<()> {
     params.body_pose = params.body_pose.narrow(1, 0, 20)?;
     let err = model.forward(&params).expect_err("20 body joints");
     assert!(matches!(err, SmplError::Params(_)), "{err}");
+    // Zero frames: empty outputs, no panic.
+    let p = fixture_params(&fx)?;
+    let empty = BodyParams {
+        betas: None,
+        global_orient: p.global_orient.narrow(0, 0, 0)?,
+        body_pose: p.body_pose.narrow(0, 0, 0)?,
+        left_hand_pose: p.left_hand_pose.narrow(0, 0, 0)?,
+        right_hand_pose: p.right_hand_pose.narrow(0, 0, 0)?,
+        transl: p.transl.narrow(0, 0, 0)?,
+    };
+    let out = model.forward_with(
+        &empty,
+        &ForwardOptions {
+            extra_vertex_joints: true,
+        },
+    )?;
+    assert_eq!(
+        (out.vertices.dims(), out.joints.dims()),
+        (&[0, 6890, 3][..], &[0, 73, 3][..])
+    );
     let mut params = fixture_params(&fx)?;
     params.transl = params.transl.narrow(0, 0, 5)?;
     let err = model
