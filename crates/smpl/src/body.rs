@@ -617,6 +617,10 @@ impl BodyModel {
         if transl.dims() != [t, 3] {
             return Err(shape_err("transl", &format!("[{t}, 3]"), transl.dims()));
         }
+        check_finite("transl", &transl)?;
+        if let Some(b) = &params.betas {
+            check_finite("betas", b)?;
+        }
 
         // (1) Shape blend shapes and joint regression.
         let (v_shaped, rest_joints) = self.shaped(params.betas.as_ref(), t)?;
@@ -1059,6 +1063,18 @@ fn transform(m: &[f32; 12], p: &[f32], tr: [f32; 3], out: &mut [f32]) {
 fn frame_row(v: (&[f32], usize), f: usize, n3: usize) -> &[f32] {
     let r = if v.1 == 1 { 0 } else { f };
     &v.0[n3 * r..n3 * (r + 1)]
+}
+
+/// A typed error for the first non-finite entry of `x`.
+fn check_finite(what: &str, x: &Tensor) -> Result<()> {
+    let v = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    match v.iter().position(|e| !e.is_finite()) {
+        Some(i) => Err(SmplError::Params(format!(
+            "{what}: non-finite value {} at flat index {i}",
+            v[i]
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Checks `betas` (`[B]`, `[1, B]` or `[T, B]`, `B <= max_b`) and returns it as 2-D.

@@ -342,6 +342,10 @@ fn wrong_pose_shapes_are_typed_errors() -> anyhow::Result<()> {
         (&[0, 6890, 3][..], &[0, 73, 3][..])
     );
     let mut params = fixture_params(&fx)?;
+    params.betas = Some(Tensor::new(&[0.0f32, f32::NAN], &Device::Cpu)?);
+    let err = model.forward(&params).expect_err("NaN beta");
+    assert!(err.to_string().contains("betas: non-finite"), "{err}");
+    let mut params = fixture_params(&fx)?;
     params.transl = params.transl.narrow(0, 0, 5)?;
     let err = model
         .forward(&params)
