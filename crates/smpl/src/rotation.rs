@@ -156,18 +156,41 @@ pub mod mat3 {
         quaternion_to_matrix(&axis_angle_to_quaternion(aa))
     }
 
-    /// Matrix -> quaternion `(w, x, y, z)`: each part `0.5 sqrt(max(0, 1 ± m00 ± m11 ± m22))`
-    /// (sums left to right), the vector parts signed by `m21 - m12`, `m02 - m20`, `m10 - m01`.
+    /// Matrix -> unit quaternion `(w, x, y, z)` with `w >= 0`, by the best-conditioned of the
+    /// four candidates (Shepperd's method, as PyTorch3D's `matrix_to_quaternion`): with
+    /// `q_i = sqrt(max(0, 1 ± m00 ± m11 ± m22))`, the candidate of the largest `q_i` is built
+    /// from `q_i^2` and the off-diagonal sums / differences, divided by `2 max(q_i, 0.1)`.
+    /// Accurate for every rotation, 180-degree turns included.
     pub fn matrix_to_quaternion(m: &[f32; 9]) -> [f32; 4] {
         let (m00, m01, m02) = (m[0], m[1], m[2]);
         let (m10, m11, m12) = (m[3], m[4], m[5]);
         let (m20, m21, m22) = (m[6], m[7], m[8]);
-        let part = |v: f32| 0.5 * v.max(0.0).sqrt();
-        let w = part(((1.0 + m00) + m11) + m22);
-        let x = part(((1.0 + m00) - m11) - m22).copysign(m21 - m12);
-        let y = part(((1.0 - m00) + m11) - m22).copysign(m02 - m20);
-        let z = part(((1.0 - m00) - m11) + m22).copysign(m10 - m01);
-        [w, x, y, z]
+        let q_abs = [
+            (((1.0 + m00) + m11) + m22).max(0.0).sqrt(),
+            (((1.0 + m00) - m11) - m22).max(0.0).sqrt(),
+            (((1.0 - m00) + m11) - m22).max(0.0).sqrt(),
+            (((1.0 - m00) - m11) + m22).max(0.0).sqrt(),
+        ];
+        let mut best = 0;
+        for i in 1..4 {
+            if q_abs[i] > q_abs[best] {
+                best = i;
+            }
+        }
+        let qa = q_abs[best];
+        let c = match best {
+            0 => [qa * qa, m21 - m12, m02 - m20, m10 - m01],
+            1 => [m21 - m12, qa * qa, m10 + m01, m02 + m20],
+            2 => [m02 - m20, m10 + m01, qa * qa, m12 + m21],
+            _ => [m10 - m01, m20 + m02, m21 + m12, qa * qa],
+        };
+        let d = 2.0 * qa.max(0.1);
+        let q = [c[0] / d, c[1] / d, c[2] / d, c[3] / d];
+        if q[0] < 0.0 {
+            [-q[0], -q[1], -q[2], -q[3]]
+        } else {
+            q
+        }
     }
 
     /// Quaternion `(w, x, y, z)` -> axis-angle: `half = atan2(|xyz|, w)`,
@@ -180,7 +203,7 @@ pub mod mat3 {
         [q[1] / k, q[2] / k, q[3] / k]
     }
 
-    /// Matrix -> axis-angle through the quaternion.
+    /// Matrix -> axis-angle through the quaternion (angle in `[0, π]`).
     pub fn matrix_to_axis_angle(m: &[f32; 9]) -> [f32; 3] {
         quaternion_to_axis_angle(&matrix_to_quaternion(m))
     }

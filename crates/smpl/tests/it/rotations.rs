@@ -124,17 +124,34 @@ fn euler_round_trip_away_from_gimbal_lock() -> anyhow::Result<()> {
 
 #[test]
 fn axis_angle_and_quaternion_round_trips() -> anyhow::Result<()> {
-    // Angles below pi so the axis-angle is unique; the copysign quaternion path is exact in
-    // sign only away from the 180-degree case.
+    // Angles up to 1.5 sqrt(3) = 2.6 rad (< pi, so the axis-angle is unique).
     let aa = Tensor::from_vec(lcg(3, 100 * 3), (100, 3), &Device::Cpu)?.affine(1.5, 0.0)?;
     let back = rotation::matrix_to_axis_angle(&rotation::axis_angle_to_matrix(&aa)?)?;
-    assert_close(&back, &aa, 5e-4, 0.0, "axis-angle round trip");
+    assert_close(&back, &aa, 1e-5, 0.0, "axis-angle round trip");
     let q = rotation::axis_angle_to_quaternion(&aa)?;
     let m1 = rotation::quaternion_to_matrix(&q)?;
-    let m2 = rotation::quaternion_to_matrix(&rotation::matrix_to_quaternion(&m1)?)?;
-    assert_close(&m2, &m1, 5e-4, 0.0, "quaternion round trip");
+    let q2 = rotation::matrix_to_quaternion(&m1)?;
+    assert_close(&q2, &q, 2e-6, 0.0, "matrix -> quaternion (w >= 0 here)");
     let q_back = rotation::axis_angle_to_quaternion(&rotation::quaternion_to_axis_angle(&q)?)?;
     assert_close(&q_back, &q, 1e-6, 0.0, "quaternion <-> axis-angle");
     assert_eq!(mat3::IDENTITY, mat3::axis_angle_to_matrix(&[0.0, 0.0, 0.0]));
     Ok(())
+}
+
+#[test]
+fn half_turns_convert_exactly() {
+    // Hand-derived: a half turn about x is diag(1, -1, -1), quaternion (0, 1, 0, 0),
+    // axis-angle (pi, 0, 0); the old copysign formula loses the axis sign information here.
+    let r = [1.0f32, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, -1.0];
+    assert_eq!(mat3::matrix_to_quaternion(&r), [0.0, 1.0, 0.0, 0.0]);
+    let aa = mat3::matrix_to_axis_angle(&r);
+    assert!((aa[0] - std::f32::consts::PI).abs() < 1e-6 && aa[1] == 0.0 && aa[2] == 0.0);
+    // Half turn about (1, 1, 0)/sqrt(2): the matrix 2 n n^T - I maps back to +-n pi.
+    let n = std::f32::consts::FRAC_1_SQRT_2;
+    let r = mat3::axis_angle_to_matrix(&[n * std::f32::consts::PI, n * std::f32::consts::PI, 0.0]);
+    let aa = mat3::matrix_to_axis_angle(&r);
+    let back = mat3::axis_angle_to_matrix(&aa);
+    for (x, y) in back.iter().zip(&r) {
+        assert!((x - y).abs() < 1e-6, "{back:?} vs {r:?}");
+    }
 }
