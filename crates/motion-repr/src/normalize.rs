@@ -144,6 +144,24 @@ impl Normalizer {
         Self::checked(&source, read_vector(mp, device)?, read_vector(sp, device)?)
     }
 
+    /// Reads `<stem>-mean.<ext>` and `<stem>-std.<ext>` in `dir`, trying `.pt`, `.npy` then
+    /// `.safetensors` (the reference ships `tmr-rifke-mean.pt` / `tmr-rifke-std.pt`: stem
+    /// `"tmr-rifke"`).
+    pub fn from_stem(dir: impl AsRef<Path>, stem: &str, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        for ext in ["pt", "npy", "safetensors"] {
+            let mean = dir.join(format!("{stem}-mean.{ext}"));
+            let std = dir.join(format!("{stem}-std.{ext}"));
+            if mean.exists() && std.exists() {
+                return Self::from_files(mean, std, device);
+            }
+        }
+        Err(ReprError::Read {
+            path: dir.join(format!("{stem}-mean.pt")),
+            reason: format!("no {stem}-{{mean,std}}.{{pt,npy,safetensors}} pair in this folder"),
+        })
+    }
+
     /// Reads mean and std from one `.safetensors` file under the given keys.
     pub fn from_safetensors_keys(
         path: impl AsRef<Path>,

@@ -16,6 +16,9 @@ fn pt_files_hold_exactly_the_safetensors_statistics() -> anyhow::Result<()> {
         // standardization.json: "stored values, compare exactly".
         assert_close(n.mean(), &st.f32(&format!("{key}_mean"))?, 0.0, 0.0, "mean");
         assert_close(n.std(), &st.f32(&format!("{key}_std"))?, 0.0, 0.0, "std");
+        let dir = test_fixtures::fixtures_dir();
+        let s = Normalizer::from_stem(&dir, &format!("standardization_{pt}"), &Device::Cpu)?;
+        assert_close(s.std(), n.std(), 0.0, 0.0, "from_stem");
         let k = Normalizer::from_safetensors_keys(
             fixture_path("standardization.safetensors")?,
             &format!("{key}_mean"),
@@ -170,6 +173,9 @@ fn bad_statistics_are_rejected() -> anyhow::Result<()> {
         ),
         "{err}"
     );
+    let err = Normalizer::from_stem(test_fixtures::fixtures_dir(), "no-such-stats", &dev)
+        .expect_err("missing pair");
+    assert!(err.to_string().contains("no-such-stats-mean.pt"), "{err}");
     // A state-dict .pt is not a single tensor: the error says so.
     let err = Normalizer::from_files(
         fixture_path("tmr_motion_small.pt")?,
