@@ -14,6 +14,7 @@
 //! - [`rifke`]: [`rifke::encode`] / [`rifke::decode`] (and batched, masked forms), and
 //!   [`rifke::to_body_params`], the reference's mapping to SMPL-H inputs.
 //! - [`normalize`]: [`Normalizer`] (mean/std from `.pt`, `.npy`, `.safetensors`).
+//! - [`torch_pt`]: [`torch_pt::read_single_tensor`] for `torch.save`d bare tensors.
 //! - [`error`] holds [`ReprError`], the typed error of every fallible function here.
 #![warn(missing_docs)]
 
@@ -21,7 +22,7 @@ pub mod error;
 pub mod layout;
 pub mod normalize;
 pub mod rifke;
-mod torch_pt;
+pub mod torch_pt;
 
 pub use error::{ReprError, Result};
 pub use layout::FeatureLayout;
