@@ -52,6 +52,14 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
 pub(crate) fn softmax_row(row: &mut [f32], bias: Option<&[f32]>) {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && bias.is_none_or(|b| b.len() >= row.len())
+        {
+            // SAFETY: the CPU supports AVX-512F; `bias` (when given) is at least as long as
+            // `row`.
+            unsafe { softmax_row_avx512(row, bias) };
+            return;
+        }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU supports the features the function is compiled for.
@@ -66,6 +74,96 @@ pub(crate) fn softmax_row(row: &mut [f32], bias: Option<&[f32]>) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn softmax_row_avx2(row: &mut [f32], bias: Option<&[f32]>) {
     softmax_row_generic(row, bias)
+}
+
+/// `exp_f32` on 16 lanes (same range reduction and polynomial, evaluated with FMA).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn exp16(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let xc = _mm512_max_ps(
+        _mm512_min_ps(x, _mm512_set1_ps(88.0)),
+        _mm512_set1_ps(-87.0),
+    );
+    let magic = _mm512_set1_ps(12_582_912.0);
+    let t = _mm512_fmadd_ps(xc, _mm512_set1_ps(std::f32::consts::LOG2_E), magic);
+    let n = _mm512_sub_ps(t, magic);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), xc);
+    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.121_944_4e-4), r);
+    let r2 = _mm512_mul_ps(r, r);
+    let mut p = _mm512_set1_ps(1.987_569_1e-4);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.398_199_9e-3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.666_666_5e-1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
+    let e = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
+    // t's low mantissa bits hold 0x40_0000 + n: 2^n = ((bits(t) - 0x4B40_0000 + 127) << 23).
+    let ni = _mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(127 - 0x4B40_0000));
+    let pow2 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(ni));
+    let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(-87.0));
+    _mm512_maskz_mul_ps(keep, e, pow2)
+}
+
+/// [`softmax_row`] on 16-lane AVX-512 vectors (masked tail), max / sum reduced across lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn softmax_row_avx512(row: &mut [f32], bias: Option<&[f32]>) {
+    use std::arch::x86_64::*;
+    let n = row.len();
+    let p = row.as_mut_ptr();
+    let full = n / 16 * 16;
+    let tail: __mmask16 = ((1u32 << (n - full)) - 1) as __mmask16;
+    let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+    // SAFETY (all pointer reads / writes below): full-width accesses stay below `full <= n`,
+    // tail accesses are masked to `n`; `bias` has at least `n` values (caller's contract).
+    unsafe {
+        let mut m = ninf;
+        let mut i = 0;
+        while i < full {
+            let mut v = _mm512_loadu_ps(p.add(i));
+            if let Some(b) = bias {
+                v = _mm512_add_ps(v, _mm512_loadu_ps(b.as_ptr().add(i)));
+                _mm512_storeu_ps(p.add(i), v);
+            }
+            m = _mm512_max_ps(m, v);
+            i += 16;
+        }
+        if tail != 0 {
+            let mut v = _mm512_mask_loadu_ps(ninf, tail, p.add(full));
+            if let Some(b) = bias {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(tail, b.as_ptr().add(full)));
+                _mm512_mask_storeu_ps(p.add(full), tail, v);
+            }
+            m = _mm512_max_ps(m, v);
+        }
+        let mx = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+        let mut s = _mm512_setzero_ps();
+        let mut i = 0;
+        while i < full {
+            let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(p.add(i)), mx));
+            _mm512_storeu_ps(p.add(i), e);
+            s = _mm512_add_ps(s, e);
+            i += 16;
+        }
+        if tail != 0 {
+            let v = _mm512_maskz_loadu_ps(tail, p.add(full));
+            let e = _mm512_maskz_mov_ps(tail, exp16(_mm512_sub_ps(v, mx)));
+            _mm512_mask_storeu_ps(p.add(full), tail, e);
+            s = _mm512_add_ps(s, e);
+        }
+        let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(s));
+        let mut i = 0;
+        while i < full {
+            _mm512_storeu_ps(p.add(i), _mm512_mul_ps(_mm512_loadu_ps(p.add(i)), inv));
+            i += 16;
+        }
+        if tail != 0 {
+            let v = _mm512_maskz_loadu_ps(tail, p.add(full));
+            _mm512_mask_storeu_ps(p.add(full), tail, _mm512_mul_ps(v, inv));
+        }
+    }
 }
 
 /// Eight independent lanes so the reductions vectorise (the order of a float sum is fixed by
