@@ -106,6 +106,25 @@ impl Linear {
         self.apply(x, false, ctx)
     }
 
+    /// `residual + Linear(x)`; in inference one fused op (the product accumulates into
+    /// `residual + bias`).
+    ///
+    /// # Shapes
+    /// `x: [..., in]`, `residual: [..., out]` -> `[..., out]`.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let d_in = x.dim(candle::D::Minus1)?;
+        let n = x.elem_count() / d_in.max(1);
+        let d_out = self.w.dim(0)?;
+        let y = ops::linear_residual(
+            &x.reshape((n, d_in))?,
+            &self.w,
+            &self.b,
+            &residual.reshape((n, d_out))?,
+            ctx.fast(),
+        )?;
+        y.reshape(residual.shape())
+    }
+
     /// `gelu_erf(Linear(x))`, fused in inference.
     pub fn forward_gelu(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         self.apply(x, true, ctx)
@@ -189,15 +208,7 @@ impl SelfAttention {
         let (b, n, d) = x.dims3()?;
         let h = self.heads;
         if ctx.fast() && ops::fast_ok(x) {
-            let qkv = self.qkv.forward(x, ctx)?;
-            let a = fused_attention(
-                &qkv.narrow(2, 0, d)?,
-                &qkv.narrow(2, d, d)?,
-                &qkv.narrow(2, 2 * d, d)?,
-                h,
-                bias,
-            )?;
-            return self.out.forward(&a, ctx);
+            return self.out.forward(&self.fused_heads(x, bias, ctx)?, ctx);
         }
         let qkv = self
             .qkv
@@ -208,6 +219,37 @@ impl SelfAttention {
         let get = |i: usize| qkv.get(i)?.reshape((b * h, n, d / h));
         let a = attend(&get(0)?, &get(1)?, &get(2)?, b, bias, ctx)?;
         self.out.forward(&a, ctx)
+    }
+}
+
+impl SelfAttention {
+    /// Inference: the merged heads before the output projection (fused attention on the
+    /// packed `qkv` projection read in place).
+    fn fused_heads(&self, x: &Tensor, bias: Option<&Tensor>, ctx: &Ctx) -> Result<Tensor> {
+        let d = x.dim(2)?;
+        let qkv = self.qkv.forward(x, ctx)?;
+        fused_attention(
+            &qkv.narrow(2, 0, d)?,
+            &qkv.narrow(2, d, d)?,
+            &qkv.narrow(2, 2 * d, d)?,
+            self.heads,
+            bias,
+        )
+    }
+
+    /// Inference: `residual + SA(x)`, the output projection accumulating into the residual.
+    ///
+    /// # Shapes
+    /// `x`, `residual: [B, N, D]`, `bias: [B, N]` -> `[B, N, D]`.
+    pub fn forward_residual_fast(
+        &self,
+        x: &Tensor,
+        bias: Option<&Tensor>,
+        residual: &Tensor,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
+        self.out
+            .forward_residual(&self.fused_heads(x, bias, ctx)?, residual, ctx)
     }
 }
 
@@ -244,10 +286,9 @@ impl CrossAttention {
         let l = cond.dim(1)?;
         let h = self.heads;
         if ctx.fast() && ops::fast_ok(x) {
-            let q = self.q.forward(x, ctx)?;
-            let kv = self.kv.forward(cond, ctx)?;
-            let a = fused_attention(&q, &kv.narrow(2, 0, d)?, &kv.narrow(2, d, d)?, h, bias)?;
-            return self.out.forward(&a, ctx);
+            return self
+                .out
+                .forward(&self.fused_heads(x, cond, bias, ctx)?, ctx);
         }
         let q = split_heads(&self.q.forward(x, ctx)?, h)?;
         let kv = self
@@ -260,6 +301,28 @@ impl CrossAttention {
         let v = kv.get(1)?.reshape((b * h, l, d / h))?;
         let a = attend(&q, &k, &v, b, bias, ctx)?;
         self.out.forward(&a, ctx)
+    }
+}
+
+impl CrossAttention {
+    /// Inference: the merged heads before the output projection.
+    fn fused_heads(
+        &self,
+        x: &Tensor,
+        cond: &Tensor,
+        bias: Option<&Tensor>,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
+        let d = x.dim(2)?;
+        let q = self.q.forward(x, ctx)?;
+        let kv = self.kv.forward(cond, ctx)?;
+        fused_attention(
+            &q,
+            &kv.narrow(2, 0, d)?,
+            &kv.narrow(2, d, d)?,
+            self.heads,
+            bias,
+        )
     }
 }
 
@@ -307,6 +370,17 @@ impl PreLnBlock {
     /// # Shapes
     /// `z: [B, N, D]`, `bias: [B, N]` -> `[B, N, D]`.
     pub fn forward(&self, z: &Tensor, bias: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
+        if ctx.fast() && ops::fast_ok(z) {
+            // Inference: both residual adds fused into the closing projections.
+            let z =
+                self.sa
+                    .forward_residual_fast(&self.initial_ln.forward(z, ctx)?, bias, z, ctx)?;
+            let hid = self
+                .ffn
+                .fc1
+                .forward_gelu(&self.middle_ln.forward(&z, ctx)?, ctx)?;
+            return self.ffn.fc2.forward_residual(&hid, &z, ctx);
+        }
         let a = self
             .sa
             .forward(&self.initial_ln.forward(z, ctx)?, bias, ctx)?;
@@ -384,10 +458,17 @@ impl CrossBlock {
         bias: Option<&Tensor>,
         ctx: &mut Ctx,
     ) -> Result<Tensor> {
-        let c = self
-            .ca
-            .forward(&self.ca_ln.forward(h, ctx)?, cond, cond_bias, ctx)?;
-        let h = (h + ctx.drop_path(&c)?)?;
+        let h = if ctx.fast() && ops::fast_ok(h) {
+            let a = self
+                .ca
+                .fused_heads(&self.ca_ln.forward(h, ctx)?, cond, cond_bias, ctx)?;
+            self.ca.out.forward_residual(&a, h, ctx)?
+        } else {
+            let c = self
+                .ca
+                .forward(&self.ca_ln.forward(h, ctx)?, cond, cond_bias, ctx)?;
+            (h + ctx.drop_path(&c)?)?
+        };
         self.block.forward(&h, bias, ctx)
     }
 }

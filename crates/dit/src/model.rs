@@ -280,7 +280,8 @@ impl Dit {
         // 0 for a valid key, MASKED for a padded one.
         let bool_bias = ((&valid - 1.0)? * -MASKED)?;
         let h = self.input_projection.forward(&x, ctx)?;
-        let h = h.broadcast_add(&self.pe.narrow(0, 0, f)?.unsqueeze(0)?)?;
+        // [B, F, D] + pe[F, D] (the fused kernel adds the [F * D] table to every sample).
+        let h = ops::bias_add(&h, &self.pe.narrow(0, 0, f)?, ctx.fast())?;
         let t = self.time_embedding.forward(gamma, ctx)?;
         let out = match &self.body {
             Body::InContext {
@@ -339,7 +340,7 @@ impl Dit {
                 if l > cond_pe.dim(0)? {
                     candle::bail!("{} condition tokens exceed the position table", l - 1)
                 }
-                e = e.broadcast_add(&cond_pe.narrow(0, 0, l)?.unsqueeze(0)?)?;
+                e = ops::bias_add(&e, &cond_pe.narrow(0, 0, l)?, ctx.fast())?;
                 // The reference masks no condition token; strict mode honours a token mask
                 // (the time token is always valid).
                 let cond_bias = match (cfg.mask_mode, token_mask) {

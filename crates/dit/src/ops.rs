@@ -400,40 +400,7 @@ impl CustomOp3 for GemmLinear {
                 row.copy_from_slice(b);
             }
         });
-        let threads = candle::utils::get_num_threads();
-        let par = if threads > 1 && n * d_out * d_in > 1 << 18 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        if n > 0 && d_out > 0 {
-            // SAFETY: dst is [n, d_out] row-major, x is [n, d_in] row-major, W is [d_out, d_in]
-            // row-major read as W^T ([d_in, d_out], column stride d_in, row stride 1); all
-            // slices hold exactly those sizes (checked above).
-            unsafe {
-                gemm::gemm(
-                    n,
-                    d_out,
-                    d_in,
-                    dst.as_mut_ptr(),
-                    1,
-                    d_out as isize,
-                    true,
-                    x.as_ptr(),
-                    1,
-                    d_in as isize,
-                    w.as_ptr(),
-                    d_in as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    par,
-                );
-            }
-        }
+        gemm_acc(&mut dst, x, w, n, d_in, d_out);
         if self.gelu {
             par_rows(&mut dst, 1, |_, out| gelu_in_place(out));
         }
@@ -450,6 +417,107 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, gelu: bool, fast: bool) -> Res
     } else {
         let y = x.matmul(&w.t()?)?.broadcast_add(b)?;
         if gelu { y.gelu_erf() } else { Ok(y) }
+    }
+}
+
+/// `dst += x W^T` in place (then exact GELU when `gelu`): `dst: [N, out]` (pre-filled by the
+/// caller, e.g. with `residual + bias`), `x: [N, in]`, `W: [out, in]`.
+struct GemmAccumulate;
+
+impl candle::InplaceOp3 for GemmAccumulate {
+    fn name(&self) -> &'static str {
+        "dit-linear-accumulate"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<()> {
+        let x = contiguous_f32(s2, l2, "linear input")?;
+        let w = contiguous_f32(s3, l3, "linear weight")?;
+        let (n, d_in) = l2.shape().dims2()?;
+        let (d_out, w_in) = l3.shape().dims2()?;
+        if w_in != d_in || l1.dims() != [n, d_out] {
+            candle::bail!(
+                "linear: input {:?}, weight {:?}, accumulator {:?} do not fit",
+                l2.dims(),
+                l3.dims(),
+                l1.dims()
+            )
+        }
+        let dst = match (s1, l1.contiguous_offsets()) {
+            (CpuStorage::F32(d), Some((a, b))) => &mut d[a..b],
+            _ => candle::bail!("linear: the accumulator must be a contiguous f32 tensor"),
+        };
+        gemm_acc(dst, x, w, n, d_in, d_out);
+        Ok(())
+    }
+}
+
+/// `dst [n, d_out] += x [n, d_in] W^T` (`W: [d_out, d_in]` row-major), both cores when the
+/// product is large enough to pay for the split.
+fn gemm_acc(dst: &mut [f32], x: &[f32], w: &[f32], n: usize, d_in: usize, d_out: usize) {
+    let threads = candle::utils::get_num_threads();
+    let par = if threads > 1 && n * d_out * d_in > 1 << 18 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    if n == 0 || d_out == 0 {
+        return;
+    }
+    debug_assert!(dst.len() == n * d_out && x.len() == n * d_in && w.len() == d_out * d_in);
+    // SAFETY: dst is [n, d_out] row-major, x is [n, d_in] row-major, W is [d_out, d_in]
+    // row-major read as W^T ([d_in, d_out], column stride d_in, row stride 1); callers check
+    // that the slices hold exactly those sizes.
+    unsafe {
+        gemm::gemm(
+            n,
+            d_out,
+            d_in,
+            dst.as_mut_ptr(),
+            1,
+            d_out as isize,
+            true,
+            x.as_ptr(),
+            1,
+            d_in as isize,
+            w.as_ptr(),
+            d_in as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// `residual + x W^T + b` (a linear layer closing a residual branch) with one pass over the
+/// output besides the product: `residual + b` is written first and the product accumulated
+/// into it. The fast CPU path needs `x: [N, in]`, `residual: [N, out]`; otherwise candle ops.
+///
+/// # Shapes
+/// `x: [N, in]`, `w: [out, in]`, `b: [out]`, `residual: [N, out]` -> `[N, out]`.
+pub fn linear_residual(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    residual: &Tensor,
+    fast: bool,
+) -> Result<Tensor> {
+    if fast && fast_ok(x) && fast_ok(residual) && w.dtype() == DType::F32 {
+        let acc = bias_add(residual, b, true)?;
+        acc.inplace_op3(&x.contiguous()?, &w.contiguous()?, &GemmAccumulate)?;
+        Ok(acc)
+    } else {
+        residual + linear(x, w, b, false, fast)?
     }
 }
 
@@ -553,7 +621,9 @@ pub(crate) fn fast_ok(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 
-/// `x + bias` over the last dim. `fast` selects the fused CPU kernel (no gradient).
+/// `x + bias` broadcast over the leading dims (`bias` has the trailing shape of `x`: a `[D]`
+/// bias row, or e.g. a `[F, D]` position table for `x: [B, F, D]`). `fast` selects the fused
+/// CPU kernel (no gradient).
 pub fn bias_add(x: &Tensor, bias: &Tensor, fast: bool) -> Result<Tensor> {
     if fast && fast_ok(x) {
         x.contiguous()?
@@ -734,6 +804,14 @@ mod tests {
         assert!(max_diff(&gr, &gated_residual(&x, &x, &sc, false)?)? < 1e-6);
         let m_fast = ln_modulate(&x, &sc, &sh, 1e-6, true)?;
         assert!(max_diff(&m_fast, &ln_modulate(&x, &sc, &sh, 1e-6, false)?)? < 1e-5);
+        // Residual linear (210 rows, 64 -> 48): the fused op accumulates the product into
+        // `residual + b`, the plain path adds the three; both are f32 sums of the same terms.
+        let x2 = x.reshape((210, 64))?;
+        let wl = randn(&[48, 64], 0.0, 0.2)?;
+        let bl = randn(&[48], 0.0, 1.0)?;
+        let res = randn(&[210, 48], 0.0, 1.0)?;
+        let lr_fast = linear_residual(&x2, &wl, &bl, &res, true)?;
+        assert!(max_diff(&lr_fast, &linear_residual(&x2, &wl, &bl, &res, false)?)? < 1e-5);
         let logits = randn(&[3, 4, 70, 70], 0.0, 3.0)?;
         let bias = randn(&[3, 70], 0.0, 1.0)?;
         let s_fast = attention_softmax(&logits, Some(&bias), true)?;
