@@ -233,6 +233,47 @@ fn posing_moves_only_the_posed_chain() -> Result<()> {
     Ok(())
 }
 
+/// The extra vertex joints come from the body's own `extra_joints_idxs` (its landmark
+/// vertices), not from the SMPL mesh's vertex ids, which would index unrelated vertices here.
+#[test]
+fn extra_vertex_joints_use_the_bodys_landmark_ids() -> Result<()> {
+    let m = load()?;
+    let ids = m
+        .extra_vertex_ids()
+        .context("the open body ships extra_joints_idxs")?
+        .to_vec();
+    ensure!(
+        ids.len() == 21,
+        "expected 21 landmark ids, got {}",
+        ids.len()
+    );
+    // assets/open_body/README.md: the first landmark is the nose tip, body vertex 297.
+    ensure!(ids[0] == 297, "nose landmark is {}", ids[0]);
+    ensure!(
+        ids.iter()
+            .zip(smpl::skeleton::SMPLH_EXTRA_VERTEX_IDS)
+            .any(|(&a, b)| a as usize != b),
+        "the SMPL mesh ids must not be used for this body"
+    );
+    let r = vec![rodrigues([0.0; 3]); 52];
+    let out = m.forward_with(
+        &params(&[r], &[[0.0; 3]])?,
+        &smpl::ForwardOptions {
+            extra_vertex_joints: true,
+        },
+    )?;
+    ensure!(out.joints.dims() == [1, 73, 3], "{:?}", out.joints.dims());
+    let joints = rows(&out.joints.squeeze(0)?)?;
+    let verts = rows(&out.vertices.squeeze(0)?)?;
+    for (k, &id) in ids.iter().enumerate() {
+        ensure!(
+            joints[52 + k] == verts[id as usize],
+            "extra joint {k} is not vertex {id}"
+        );
+    }
+    Ok(())
+}
+
 /// SMPL-H joints that SMPL-RIFKE keeps: 0..21, left index 1 (22), right index 1 (37).
 const RIFKE_JOINTS: [usize; 24] = [
     0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 37,

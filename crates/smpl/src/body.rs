@@ -22,6 +22,9 @@ use crate::io::{Array, ArrayData, read_npz, read_safetensors};
 use crate::rotation::mat3;
 use crate::skeleton::{SMPLH_EXTRA_VERTEX_IDS, Skeleton};
 
+/// Vertex count of the SMPL / SMPL-H mesh topology the default extra vertex ids index.
+const SMPL_NUM_VERTICES: usize = 6890;
+
 /// Inputs of [`BodyModel::forward`] for `T` frames.
 ///
 /// The rotations are matrices. The joint counts of `body_pose`, `left_hand_pose` and
@@ -130,6 +133,9 @@ pub struct BodyModel {
     rest_joints: Vec<f32>,
     hands_mean: Option<(Tensor, Tensor)>,
     hands_components: Option<(Tensor, Tensor)>,
+    /// Vertex ids of the extra vertex joints: the model's `extra_joints_idxs` array when it
+    /// has one, else [`SMPLH_EXTRA_VERTEX_IDS`] for the 6890-vertex SMPL mesh.
+    extra_vertex_ids: Option<Vec<u32>>,
     sparse: SparseWeights,
 }
 
@@ -204,8 +210,9 @@ impl BodyModel {
     /// Required arrays: `v_template [V,3]`, `f [F,3]`, `J_regressor [J,V]` (dense),
     /// `weights [V,J]`, `kintree_table [2,J]`. Optional, treated as zeros when absent:
     /// `shapedirs [V,3,B]`, `posedirs [V,3,9(J-1)]`; optional: `hands_mean{l,r} [45]`,
-    /// `hands_components{l,r} [N,45]`. Every shape is checked against the others and the
-    /// offending array is named in the error.
+    /// `hands_components{l,r} [N,45]`, `extra_joints_idxs [N]` (vertex ids of the extra
+    /// vertex joints, for meshes other than SMPL's 6890-vertex topology). Every shape is
+    /// checked against the others and the offending array is named in the error.
     pub fn from_npz(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let path = path.as_ref();
         let ext = path
@@ -412,6 +419,35 @@ impl BodyModel {
         let hands_mean = pair(hml, hmr, "hands_meanl", "hands_meanr")?;
         let hands_components = pair(hcl, hcr, "hands_componentsl", "hands_componentsr")?;
 
+        let extra_vertex_ids = match ld.get("extra_joints_idxs") {
+            Some(a) => {
+                if a.shape.len() != 1 || a.shape[0] == 0 {
+                    return Err(ld.inconsistent(
+                        "extra_joints_idxs",
+                        &a.shape,
+                        "[N]".into(),
+                        "one vertex id per extra joint",
+                    ));
+                }
+                let ids = ld.ints("extra_joints_idxs", a)?;
+                let ids = ids
+                    .iter()
+                    .map(|&i| u32::try_from(i).ok().filter(|&i| (i as usize) < v))
+                    .collect::<Option<Vec<u32>>>()
+                    .ok_or_else(|| {
+                        ld.invalid(
+                            "extra_joints_idxs",
+                            format!("vertex ids must lie in 0..{v}, got {ids:?}"),
+                        )
+                    })?;
+                Some(ids)
+            }
+            None if v == SMPL_NUM_VERTICES => {
+                Some(SMPLH_EXTRA_VERTEX_IDS.iter().map(|&i| i as u32).collect())
+            }
+            None => None,
+        };
+
         // Rest joints, on the host in f64 accumulation-free float32 order k = 0..V.
         let cpu = Device::Cpu;
         let jreg_t = Tensor::from_vec(j_regressor, (j, v), &cpu)?;
@@ -510,6 +546,7 @@ impl BodyModel {
             rest_joints,
             hands_mean,
             hands_components,
+            extra_vertex_ids,
             sparse,
         })
     }
@@ -605,6 +642,13 @@ impl BodyModel {
         self.forward_with(params, &ForwardOptions::default())
     }
 
+    /// Vertex ids of the extra vertex joints appended by
+    /// [`ForwardOptions::extra_vertex_joints`]: the model's `extra_joints_idxs` array, or the
+    /// SMPL mesh ids for a 6890-vertex model without one; `None` if the model has neither.
+    pub fn extra_vertex_ids(&self) -> Option<&[u32]> {
+        self.extra_vertex_ids.as_deref()
+    }
+
     /// [`BodyModel::forward`] with options (e.g. the 21 extra vertex joints: `[T, J + 21, 3]`).
     ///
     /// # Shapes
@@ -662,14 +706,14 @@ impl BodyModel {
         let mut joints = Tensor::from_vec(posed_joints, (t, nj, 3), dev)?
             .broadcast_add(&transl.unsqueeze(1)?)?;
         if opts.extra_vertex_joints {
-            let max_id = SMPLH_EXTRA_VERTEX_IDS.iter().copied().max().unwrap_or(0);
-            if max_id >= nv {
+            let Some(ids) = &self.extra_vertex_ids else {
                 return Err(SmplError::Params(format!(
-                    "extra vertex joints need the 6890-vertex mesh (vertex id {max_id}), the model has {nv} vertices"
+                    "extra vertex joints: {} has no `extra_joints_idxs` array and its mesh is not \
+                     the {SMPL_NUM_VERTICES}-vertex SMPL topology ({nv} vertices)",
+                    self.path.display()
                 )));
-            }
-            let ids: Vec<u32> = SMPLH_EXTRA_VERTEX_IDS.iter().map(|&i| i as u32).collect();
-            let ids = Tensor::from_vec(ids, SMPLH_EXTRA_VERTEX_IDS.len(), dev)?;
+            };
+            let ids = Tensor::from_vec(ids.clone(), ids.len(), dev)?;
             let extra = vertices.index_select(&ids, 1)?;
             joints = Tensor::cat(&[&joints, &extra], 1)?;
         }
