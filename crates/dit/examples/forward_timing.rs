@@ -3,7 +3,8 @@
 //! judged on a machine shared with other work (CPU time is insensitive to other load).
 //!
 //! `cargo run --release -p dit --example forward_timing -- adaln 5`
-//! (variant: adaln | incontext | cross_attention; then the number of forwards).
+//! (variant: adaln | incontext | cross_attention; then the number of forwards; optionally the
+//! batch size, default 8; a guided DDIM step of one motion is a batch of 2).
 
 use std::time::Instant;
 
@@ -31,7 +32,8 @@ fn main() -> anyhow::Result<()> {
     let cfg = DitConfig::reference(variant);
     let dev = Device::Cpu;
     let (net, _vars) = Dit::init_random(&cfg, 1, &dev)?;
-    let (b, f) = (8, 197);
+    let b: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8);
+    let f = 197;
     let x = Tensor::randn(0f32, 1.0, (b, f, cfg.num_feats), &dev)?;
     let gamma = Tensor::full(0.5f32, b, &dev)?;
     let cond = if variant.sequential_condition() {
@@ -54,7 +56,7 @@ fn main() -> anyhow::Result<()> {
     let wall = w0.elapsed().as_secs_f64() / n as f64;
     let cpu = (cpu_seconds() - c0) / n as f64;
     println!(
-        "{variant}: {wall:.3} s wall, {cpu:.3} s CPU per forward ({} threads)",
+        "{variant}, batch {b}: {wall:.4} s wall, {cpu:.4} s CPU per forward ({} threads)",
         candle::utils::get_num_threads()
     );
     Ok(())

@@ -12,6 +12,21 @@ use candle::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor,
 };
 
+/// Raw output pointer shared by worker threads that write disjoint elements.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: only dereferenced at disjoint positions by the threads of one `std::thread::scope`,
+// which all end before the buffer is used again.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Method access so closures capture the whole (Send + Sync) wrapper, not its field.
+    fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Rows of work below which a kernel stays on one thread (thread start-up costs ~20 us).
 const MIN_PARALLEL_ELEMS: usize = 1 << 15;
 
@@ -458,44 +473,61 @@ impl candle::InplaceOp3 for GemmAccumulate {
     }
 }
 
-/// `dst [n, d_out] += x [n, d_in] W^T` (`W: [d_out, d_in]` row-major), both cores when the
-/// product is large enough to pay for the split.
+/// `dst [n, d_out] += x [n, d_in] W^T` (`W: [d_out, d_in]` row-major). Large products are
+/// split by output columns over the threads, each running a single-threaded `gemm` on its
+/// block of `W` rows, so every weight is packed once (with `gemm`'s own split both threads
+/// packed the whole weight, which dominated small batches).
 fn gemm_acc(dst: &mut [f32], x: &[f32], w: &[f32], n: usize, d_in: usize, d_out: usize) {
-    let threads = candle::utils::get_num_threads();
-    let par = if threads > 1 && n * d_out * d_in > 1 << 18 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
     if n == 0 || d_out == 0 {
         return;
     }
     debug_assert!(dst.len() == n * d_out && x.len() == n * d_in && w.len() == d_out * d_in);
-    // SAFETY: dst is [n, d_out] row-major, x is [n, d_in] row-major, W is [d_out, d_in]
-    // row-major read as W^T ([d_in, d_out], column stride d_in, row stride 1); callers check
-    // that the slices hold exactly those sizes.
-    unsafe {
-        gemm::gemm(
-            n,
-            d_out,
-            d_in,
-            dst.as_mut_ptr(),
-            1,
-            d_out as isize,
-            true,
-            x.as_ptr(),
-            1,
-            d_in as isize,
-            w.as_ptr(),
-            d_in as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
+    let threads = candle::utils::get_num_threads().max(1);
+    // Column blocks stay multiples of 16 (one AVX-512 register of outputs).
+    let per = d_out.div_ceil(threads).div_ceil(16) * 16;
+    let blocks = d_out.div_ceil(per);
+    let dst_ptr = OutPtr(dst.as_mut_ptr());
+    let block = |t: usize| {
+        let o0 = t * per;
+        let cols = per.min(d_out - o0);
+        // SAFETY: dst is [n, d_out] row-major and this block writes only its columns
+        // o0..o0 + cols (row stride d_out), disjoint from the other blocks'; x is [n, d_in]
+        // row-major; rows o0..o0 + cols of W ([d_out, d_in] row-major) are read as W^T
+        // ([d_in, cols], column stride d_in, row stride 1); callers check the slice sizes.
+        unsafe {
+            gemm::gemm(
+                n,
+                cols,
+                d_in,
+                dst_ptr.ptr().add(o0),
+                1,
+                d_out as isize,
+                true,
+                x.as_ptr(),
+                1,
+                d_in as isize,
+                w.as_ptr().add(o0 * d_in),
+                d_in as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    };
+    if blocks <= 1 || n * d_out * d_in <= 1 << 18 {
+        (0..blocks).for_each(block);
+    } else {
+        std::thread::scope(|s| {
+            for t in 1..blocks {
+                let block = &block;
+                s.spawn(move || block(t));
+            }
+            block(0);
+        });
     }
 }
 
