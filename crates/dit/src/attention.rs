@@ -7,25 +7,12 @@
 
 use candle::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-/// Raw output pointer shared by the worker threads; each (sample, head) pair writes a disjoint
-/// set of elements (its rows' `dh` columns).
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: the pointer is only dereferenced at disjoint (row, column-block) positions by the
-// threads of one `std::thread::scope`, which all end before the buffer is used again.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Method access so closures capture the whole (Send + Sync) wrapper, not its field.
-    fn ptr(&self) -> *mut f32 {
-        self.0
-    }
-}
+use crate::ops::OutPtr;
 
 /// `exp(x)` for `f32` without libm: `2^n * p(r)` with `x = n ln2 + r`, `|r| <= ln2 / 2`, a
 /// degree-6 polynomial (Cephes `expf` coefficients; relative error ~2 ulp); inputs below -87
-/// give exactly 0 (masked keys). Branch-free so the row loops vectorise.
+/// give exactly 0 (masked keys). Scalar form (non-AVX-512 fallback; the `i32` conversion keeps
+/// LLVM from vectorising it); `exp16` is the same computation on AVX-512 vectors.
 #[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
     let x_in = x;

@@ -14,7 +14,7 @@ use candle::{
 
 /// Raw output pointer shared by worker threads that write disjoint elements.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 // SAFETY: only dereferenced at disjoint positions by the threads of one `std::thread::scope`,
 // which all end before the buffer is used again.
 unsafe impl Send for OutPtr {}
@@ -22,7 +22,7 @@ unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// Method access so closures capture the whole (Send + Sync) wrapper, not its field.
-    fn ptr(&self) -> *mut f32 {
+    pub(crate) fn ptr(&self) -> *mut f32 {
         self.0
     }
 }
