@@ -164,7 +164,10 @@ fn missing_tokenizer_file_names_what_to_fetch() -> Result<()> {
         TmrError::MissingFile { path, hint } => {
             assert!(path.ends_with("tokenizer.json"));
             assert!(hint.contains("openai/clip-vit-base-patch32"), "{hint}");
-            assert!(hint.contains("data-scripts/fetch_text_encoders.py"), "{hint}");
+            assert!(
+                hint.contains("data-scripts/fetch_text_encoders.py"),
+                "{hint}"
+            );
         }
         other => panic!("expected MissingFile, got {other}"),
     }
