@@ -126,11 +126,18 @@ fn gelu_in_place_generic(xs: &mut [f32]) {
     }
 }
 
-struct BiasGelu;
+/// `x + bias` broadcast over rows, optionally followed by the exact-erf GELU, in one pass.
+struct BiasAct {
+    gelu: bool,
+}
 
-impl CustomOp2 for BiasGelu {
+impl CustomOp2 for BiasAct {
     fn name(&self) -> &'static str {
-        "dit-bias-gelu"
+        if self.gelu {
+            "dit-bias-gelu"
+        } else {
+            "dit-bias-add"
+        }
     }
     fn cpu_fwd(
         &self,
@@ -139,11 +146,12 @@ impl CustomOp2 for BiasGelu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1, "bias_gelu")?;
-        let b = contiguous_f32(s2, l2, "bias_gelu bias")?;
+        let what = self.name();
+        let x = contiguous_f32(s1, l1, what)?;
+        let b = contiguous_f32(s2, l2, what)?;
         let n = b.len();
         if n == 0 || x.len() % n != 0 {
-            candle::bail!("bias_gelu: bias of {n} does not divide {:?}", l1.shape())
+            candle::bail!("{what}: bias of {n} does not divide {:?}", l1.shape())
         }
         let mut dst = vec![0f32; x.len()];
         par_rows(&mut dst, n, |r0, out| {
@@ -152,38 +160,8 @@ impl CustomOp2 for BiasGelu {
                 for ((o, s), bb) in o_row.iter_mut().zip(s_row).zip(b) {
                     *o = s + bb;
                 }
-                gelu_in_place(o_row);
-            }
-        });
-        Ok((CpuStorage::F32(dst), l1.shape().clone()))
-    }
-}
-
-struct BiasAdd;
-
-impl CustomOp2 for BiasAdd {
-    fn name(&self) -> &'static str {
-        "dit-bias-add"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1, "bias_add")?;
-        let b = contiguous_f32(s2, l2, "bias_add bias")?;
-        let n = b.len();
-        if n == 0 || x.len() % n != 0 {
-            candle::bail!("bias_add: bias of {n} does not divide {:?}", l1.shape())
-        }
-        let mut dst = vec![0f32; x.len()];
-        par_rows(&mut dst, n, |r0, out| {
-            let src = &x[r0 * n..r0 * n + out.len()];
-            for (o_row, s_row) in out.chunks_exact_mut(n).zip(src.chunks_exact(n)) {
-                for ((o, s), bb) in o_row.iter_mut().zip(s_row).zip(b) {
-                    *o = s + bb;
+                if self.gelu {
+                    gelu_in_place(o_row);
                 }
             }
         });
@@ -659,7 +637,7 @@ pub(crate) fn fast_ok(x: &Tensor) -> bool {
 pub fn bias_add(x: &Tensor, bias: &Tensor, fast: bool) -> Result<Tensor> {
     if fast && fast_ok(x) {
         x.contiguous()?
-            .apply_op2_no_bwd(&bias.contiguous()?, &BiasAdd)
+            .apply_op2_no_bwd(&bias.contiguous()?, &BiasAct { gelu: false })
     } else {
         x.broadcast_add(bias)
     }
@@ -669,7 +647,7 @@ pub fn bias_add(x: &Tensor, bias: &Tensor, fast: bool) -> Result<Tensor> {
 pub fn bias_gelu(x: &Tensor, bias: &Tensor, fast: bool) -> Result<Tensor> {
     if fast && fast_ok(x) {
         x.contiguous()?
-            .apply_op2_no_bwd(&bias.contiguous()?, &BiasGelu)
+            .apply_op2_no_bwd(&bias.contiguous()?, &BiasAct { gelu: true })
     } else {
         x.broadcast_add(bias)?.gelu_erf()
     }
