@@ -30,36 +30,13 @@ fn load() -> Result<smpl::BodyModel> {
     smpl::BodyModel::from_npz(MODEL, &Device::Cpu).with_context(|| format!("loading {MODEL}"))
 }
 
-/// Axis-angle to a row-major rotation matrix (Rodrigues).
+/// Axis-angle to a row-major rotation matrix (the `smpl` crate's scalar rotation maths).
 fn rodrigues(aa: [f32; 3]) -> [f32; 9] {
-    let th = (aa[0] * aa[0] + aa[1] * aa[1] + aa[2] * aa[2]).sqrt();
-    if th < 1e-12 {
-        return [1., 0., 0., 0., 1., 0., 0., 0., 1.];
-    }
-    let [x, y, z] = aa.map(|a| a / th);
-    let (s, c) = th.sin_cos();
-    let t = 1.0 - c;
-    [
-        c + x * x * t,
-        x * y * t - z * s,
-        x * z * t + y * s,
-        y * x * t + z * s,
-        c + y * y * t,
-        y * z * t - x * s,
-        z * x * t - y * s,
-        z * y * t + x * s,
-        c + z * z * t,
-    ]
+    smpl::rotation::mat3::axis_angle_to_matrix(&aa)
 }
 
 fn matmul(a: &[f32; 9], b: &[f32; 9]) -> [f32; 9] {
-    let mut o = [0.0; 9];
-    for i in 0..3 {
-        for j in 0..3 {
-            o[3 * i + j] = (0..3).map(|k| a[3 * i + k] * b[3 * k + j]).sum();
-        }
-    }
-    o
+    smpl::rotation::mat3::mul(a, b)
 }
 
 /// `[T][52]` row-major rotations and `[T][3]` translations to `BodyParams`.
