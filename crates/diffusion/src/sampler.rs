@@ -230,6 +230,38 @@ fn check_latents(latents: &Tensor, frame_mask: &Tensor) -> Result<usize> {
     Ok(b)
 }
 
+/// The loop every sampler shares: for `k = 0..steps`, predict `x0` at `g_k` and move `x` to
+/// `g_{k+1}` with `update(k, x, x0, g_k, g_{k+1})`, reporting each step to `on_step`.
+#[allow(clippy::too_many_arguments)]
+fn run_on_grid(
+    schedule: CosineSchedule,
+    steps: usize,
+    denoiser: &dyn Denoiser,
+    latents: Tensor,
+    cond: &Conditioning,
+    frame_mask: &Tensor,
+    on_step: &mut StepCallback<'_>,
+    mut update: impl FnMut(usize, &Tensor, &Tensor, f32, f32) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let b = check_latents(&latents, frame_mask)?;
+    let grid = schedule.grid(steps);
+    let mut x = latents;
+    for k in 0..steps {
+        let (g, gn) = (grid[k], grid[k + 1]);
+        let x0 = denoiser.forward(&x, &gamma_batch(g, b, x.device())?, cond, frame_mask)?;
+        x = update(k, &x, &x0, g, gn)?;
+        on_step(&StepInfo {
+            index: k,
+            steps,
+            gamma: g,
+            gamma_next: gn,
+            x0: &x0,
+            x: &x,
+        })?;
+    }
+    Ok(x)
+}
+
 /// DDPM ancestral sampling (eta = 1 posterior sampling) on the cosine schedule.
 ///
 /// Draws ONE noise tensor of the latents' shape at every step, the last included (where its
@@ -301,24 +333,19 @@ impl Sampler for Ddpm {
         noise: &mut dyn NoiseSource,
         on_step: &mut StepCallback<'_>,
     ) -> Result<Tensor> {
-        let b = check_latents(&latents, frame_mask)?;
-        let grid = self.schedule.grid(self.steps);
-        let mut x = latents;
-        for k in 0..self.steps {
-            let (g, gn) = (grid[k], grid[k + 1]);
-            let x0 = denoiser.forward(&x, &gamma_batch(g, b, x.device())?, cond, frame_mask)?;
-            let z = noise.next(x.dims(), x.device())?;
-            x = ddpm_step(&x, &x0, g, gn, &z)?;
-            on_step(&StepInfo {
-                index: k,
-                steps: self.steps,
-                gamma: g,
-                gamma_next: gn,
-                x0: &x0,
-                x: &x,
-            })?;
-        }
-        Ok(x)
+        run_on_grid(
+            self.schedule,
+            self.steps,
+            denoiser,
+            latents,
+            cond,
+            frame_mask,
+            on_step,
+            |_, x, x0, g, gn| {
+                let z = noise.next(x.dims(), x.device())?;
+                ddpm_step(x, x0, g, gn, &z)
+            },
+        )
     }
 
     fn steps(&self) -> usize {
@@ -375,23 +402,16 @@ impl Sampler for Ddim {
         _noise: &mut dyn NoiseSource,
         on_step: &mut StepCallback<'_>,
     ) -> Result<Tensor> {
-        let b = check_latents(&latents, frame_mask)?;
-        let grid = self.schedule.grid(self.steps);
-        let mut x = latents;
-        for k in 0..self.steps {
-            let (g, gn) = (grid[k], grid[k + 1]);
-            let x0 = denoiser.forward(&x, &gamma_batch(g, b, x.device())?, cond, frame_mask)?;
-            x = ddim_step(&x, &x0, g, gn)?;
-            on_step(&StepInfo {
-                index: k,
-                steps: self.steps,
-                gamma: g,
-                gamma_next: gn,
-                x0: &x0,
-                x: &x,
-            })?;
-        }
-        Ok(x)
+        run_on_grid(
+            self.schedule,
+            self.steps,
+            denoiser,
+            latents,
+            cond,
+            frame_mask,
+            on_step,
+            |_, x, x0, g, gn| ddim_step(x, x0, g, gn),
+        )
     }
 
     fn steps(&self) -> usize {
@@ -456,44 +476,39 @@ impl Sampler for DpmSolverPp2M {
         _noise: &mut dyn NoiseSource,
         on_step: &mut StepCallback<'_>,
     ) -> Result<Tensor> {
-        let b = check_latents(&latents, frame_mask)?;
-        let grid = self.schedule.grid(self.steps);
-        let mut x = latents;
         let mut prev: Option<(Tensor, f64)> = None; // (x0_{k-1}, h_{k-1})
-        for k in 0..self.steps {
-            let (g, gn) = (grid[k], grid[k + 1]);
-            let x0 = denoiser.forward(&x, &gamma_batch(g, b, x.device())?, cond, frame_mask)?;
-            let (gc, gnx) = (g as f64, gn as f64);
-            let last = k + 1 == self.steps;
-            if gnx >= 1.0 {
-                // sigma_{k+1} = 0, lambda = inf: the update is exactly alpha_{k+1} D = x0.
-                x = x0.clone();
-                prev = None;
-            } else {
+        run_on_grid(
+            self.schedule,
+            self.steps,
+            denoiser,
+            latents,
+            cond,
+            frame_mask,
+            on_step,
+            |k, x, x0, g, gn| {
+                let (gc, gnx) = (g as f64, gn as f64);
+                let last = k + 1 == self.steps;
+                if gnx >= 1.0 {
+                    // sigma_{k+1} = 0, lambda = inf: the update is exactly alpha_{k+1} D = x0.
+                    prev = None;
+                    return Ok(x0.clone());
+                }
                 let (sc, sn, an) = ((1.0 - gc).sqrt(), (1.0 - gnx).sqrt(), gnx.sqrt());
                 let h = lambda(gnx) - lambda(gc);
                 let em1 = (-h).exp_m1();
                 let (ca, cb) = (sn / sc, an * em1);
-                x = match (&prev, last) {
+                let next = match (&prev, last) {
                     (Some((x0_prev, h_prev)), false) => {
                         let r = h_prev / h;
                         let a = 1.0 / (2.0 * r);
-                        dpm_update(&x, &x0, x0_prev, ca, cb, 1.0 + a, a)?
+                        dpm_update(x, x0, x0_prev, ca, cb, 1.0 + a, a)?
                     }
-                    _ => dpm_update(&x, &x0, &x0, ca, cb, 1.0, 0.0)?,
+                    _ => dpm_update(x, x0, x0, ca, cb, 1.0, 0.0)?,
                 };
                 prev = Some((x0.clone(), h));
-            }
-            on_step(&StepInfo {
-                index: k,
-                steps: self.steps,
-                gamma: g,
-                gamma_next: gn,
-                x0: &x0,
-                x: &x,
-            })?;
-        }
-        Ok(x)
+                Ok(next)
+            },
+        )
     }
 
     fn steps(&self) -> usize {
