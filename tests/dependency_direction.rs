@@ -15,6 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("metrics", &[]),
     ("tmr", &["smpl", "motion-repr"]),
     ("motion-viz", &["smpl", "motion-repr"]),
+    ("motion-export", &["smpl"]),
     ("test-fixtures", &[]),
 ];
 
