@@ -8,7 +8,7 @@
 //! directional light fixed relative to the camera plus an ambient term. Optional supersampling
 //! renders at `factor` times the resolution and box-filters down when an image is taken.
 
-use crate::camera::Camera;
+use crate::camera::{Camera, Projection};
 use crate::error::{Result, invalid};
 use crate::math::{Vec3, add, cross, dot, greater, normalize, scale, sub};
 
@@ -169,6 +169,27 @@ impl Canvas {
         self.depth.fill(f32::INFINITY);
     }
 
+    /// Internal (supersampled) buffer size in pixels.
+    pub(crate) fn internal_size(&self) -> (usize, usize) {
+        (self.w, self.h)
+    }
+
+    /// The supersampling factor.
+    pub(crate) fn factor(&self) -> u32 {
+        self.factor
+    }
+
+    /// The colour buffer at internal resolution, row-major.
+    pub(crate) fn color_mut(&mut self) -> &mut [Rgb] {
+        &mut self.color
+    }
+
+    /// A world point in internal pixel coordinates `(x, y, depth key)`; `None` behind a
+    /// perspective camera's near plane.
+    pub(crate) fn screen_point(&self, cam: &Camera, p: Vec3) -> Option<[f32; 3]> {
+        self.to_screen(cam, p).map(|s| [s.x, s.y, s.z])
+    }
+
     fn to_screen(&self, cam: &Camera, p: Vec3) -> Option<ScreenVertex> {
         let q = cam.project(p, self.aspect())?;
         Some(ScreenVertex {
@@ -230,8 +251,12 @@ impl Canvas {
                 continue;
             };
             let fnorm = cross(sub(vertices[b], vertices[a]), sub(vertices[c], vertices[a]));
-            let centroid = scale(add(add(vertices[a], vertices[b]), vertices[c]), 1.0 / 3.0);
-            let front = dot(fnorm, camera.towards_viewer(centroid)) >= 0.0;
+            // Towards the viewer, unnormalised (only the sign matters).
+            let view = match camera.projection() {
+                Projection::Orthographic { .. } => scale(camera.forward(), -1.0),
+                Projection::Perspective { .. } => sub(camera.eye(), vertices[a]),
+            };
+            let front = dot(fnorm, view) >= 0.0;
             if style.cull_backfaces && !front {
                 continue;
             }
@@ -265,41 +290,34 @@ impl Canvas {
             return;
         }
         let inv = 1.0 / area;
-        let xmin = v
-            .iter()
-            .map(|p| p.x)
-            .fold(f32::INFINITY, f32::min)
-            .floor()
-            .max(0.0) as usize;
-        let ymin = v
-            .iter()
-            .map(|p| p.y)
-            .fold(f32::INFINITY, f32::min)
-            .floor()
-            .max(0.0) as usize;
-        let xmax = v
-            .iter()
-            .map(|p| p.x)
-            .fold(f32::NEG_INFINITY, f32::max)
-            .ceil();
-        let ymax = v
-            .iter()
-            .map(|p| p.y)
-            .fold(f32::NEG_INFINITY, f32::max)
-            .ceil();
-        if xmax < 0.0 || ymax < 0.0 {
+        let lo_x = v[0].x.min(v[1].x).min(v[2].x);
+        let lo_y = v[0].y.min(v[1].y).min(v[2].y);
+        let hi_x = v[0].x.max(v[1].x).max(v[2].x);
+        let hi_y = v[0].y.max(v[1].y).max(v[2].y);
+        if !(hi_x >= 0.0 && hi_y >= 0.0) {
             return;
         }
-        let xmax = (xmax as usize).min(self.w);
-        let ymax = (ymax as usize).min(self.h);
+        let (xmin, ymin) = (floor_nonneg(lo_x), floor_nonneg(lo_y));
+        let xmax = ceil_nonneg(hi_x).min(self.w);
+        let ymax = ceil_nonneg(hi_y).min(self.h);
+        // Edge k runs from vertex a = k + 1 to b = k + 2:
+        // e_k = (b.x - a.x)(py - a.y) - (b.y - a.y)(px - a.x),
+        // evaluated exactly so (pixel centres on an edge count as inside); the first product
+        // only changes per row.
+        let pairs = [(v[1], v[2]), (v[2], v[0]), (v[0], v[1])];
         for y in ymin..ymax {
             let py = y as f32 + 0.5;
             let row = y * self.w;
+            let rt = pairs.map(|(a, b)| (b.x - a.x) * (py - a.y));
             for x in xmin..xmax {
                 let px = x as f32 + 0.5;
-                let w0 = edge(v[1], v[2], px, py) * inv;
-                let w1 = edge(v[2], v[0], px, py) * inv;
-                let w2 = edge(v[0], v[1], px, py) * inv;
+                let e = |k: usize| {
+                    let (a, b) = pairs[k];
+                    rt[k] - (b.y - a.y) * (px - a.x)
+                };
+                let w0 = e(0) * inv;
+                let w1 = e(1) * inv;
+                let w2 = e(2) * inv;
                 if w0 < 0.0 || w1 < 0.0 || w2 < 0.0 {
                     continue;
                 }
@@ -409,22 +427,59 @@ impl Canvas {
 
     /// The colour buffer at output resolution (box-filtered when supersampling).
     pub fn to_image(&self) -> image::RgbImage {
+        let (ow, oh) = (self.width as usize, self.height as usize);
+        let mut raw = vec![0u8; ow * oh * 3];
+        self.downsample_into(&mut raw);
+        image::RgbImage::from_raw(self.width, self.height, raw)
+            .unwrap_or_else(|| image::RgbImage::new(self.width, self.height))
+    }
+
+    /// Box-filters the colour buffer into `raw`, `width * height` RGB bytes (row-major).
+    pub(crate) fn downsample_into(&self, raw: &mut [u8]) {
         let f = self.factor as usize;
-        let mut img = image::RgbImage::new(self.width, self.height);
-        let n = (f * f) as u32;
-        for (x, y, px) in img.enumerate_pixels_mut() {
-            let mut acc = [0u32; 3];
-            for sy in 0..f {
-                let row = (y as usize * f + sy) * self.w + x as usize * f;
-                for c in &self.color[row..row + f] {
-                    for k in 0..3 {
-                        acc[k] += c[k] as u32;
+        let ow = self.width as usize;
+        if f == 1 {
+            raw.copy_from_slice(self.color.as_flattened());
+        } else if f == 2 {
+            // The common case, on flat bytes: (a + b + c + d + 2) / 4 per channel.
+            let src = self.color.as_flattened();
+            let stride = self.w * 3;
+            for (y, out_row) in raw.chunks_exact_mut(ow * 3).enumerate() {
+                let r0 = &src[2 * y * stride..(2 * y + 1) * stride];
+                let r1 = &src[(2 * y + 1) * stride..(2 * y + 2) * stride];
+                for (x, o) in out_row.chunks_exact_mut(3).enumerate() {
+                    let k = 6 * x;
+                    for c in 0..3 {
+                        let s = u16::from(r0[k + c])
+                            + u16::from(r0[k + 3 + c])
+                            + u16::from(r1[k + c])
+                            + u16::from(r1[k + 3 + c]);
+                        o[c] = ((s + 2) >> 2) as u8;
                     }
                 }
             }
-            *px = image::Rgb(acc.map(|a| ((a + n / 2) / n) as u8));
+        } else {
+            let n = (f * f) as u32;
+            let mut acc = vec![[0u32; 3]; ow];
+            for (y, out_row) in raw.chunks_exact_mut(ow * 3).enumerate() {
+                acc.fill([0; 3]);
+                for sy in 0..f {
+                    let row = &self.color[(y * f + sy) * self.w..(y * f + sy + 1) * self.w];
+                    for (a, block) in acc.iter_mut().zip(row.chunks_exact(f)) {
+                        for c in block {
+                            a[0] += u32::from(c[0]);
+                            a[1] += u32::from(c[1]);
+                            a[2] += u32::from(c[2]);
+                        }
+                    }
+                }
+                for (o, a) in out_row.chunks_exact_mut(3).zip(&acc) {
+                    o[0] = ((a[0] + n / 2) / n) as u8;
+                    o[1] = ((a[1] + n / 2) / n) as u8;
+                    o[2] = ((a[2] + n / 2) / n) as u8;
+                }
+            }
         }
-        img
     }
 
     /// Writes the image as a PNG (atomically: temp file + rename).
@@ -460,6 +515,17 @@ pub fn vertex_normals(vertices: &[Vec3], faces: &[[u32; 3]]) -> Vec<Vec3> {
     acc.into_iter().map(normalize).collect()
 }
 
+/// `floor(x)` clamped at 0, without a libm call (`f32::floor` is one on baseline x86-64).
+fn floor_nonneg(x: f32) -> usize {
+    if x > 0.0 { x as usize } else { 0 }
+}
+
+/// `ceil(x)` for `x >= 0`, without a libm call.
+fn ceil_nonneg(x: f32) -> usize {
+    let t = x as usize;
+    if (t as f32) < x { t + 1 } else { t }
+}
+
 fn edge(a: ScreenVertex, b: ScreenVertex, px: f32, py: f32) -> f32 {
     (b.x - a.x) * (py - a.y) - (b.y - a.y) * (px - a.x)
 }
@@ -469,13 +535,14 @@ fn lambert(n: Vec3, l: Vec3, ambient: f32) -> f32 {
 }
 
 fn shade(c: Rgb, i: f32) -> Rgb {
-    c.map(|v| (v as f32 * i).round().clamp(0.0, 255.0) as u8)
+    // `+ 0.5` then truncation rounds half up for the non-negative values here (`as u8`
+    // saturates); `f32::round` is a libm call on baseline x86-64, too slow per pixel.
+    c.map(|v| (v as f32 * i + 0.5) as u8)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::camera::Projection;
 
     fn front_camera() -> Result<Camera> {
         // Looking down -Z at the unit square [-1, 1]^2.

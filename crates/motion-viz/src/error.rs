@@ -40,6 +40,22 @@ pub enum VizError {
         /// What is wrong with it.
         detail: String,
     },
+    /// H.264 encoding or MP4 muxing failed (the encoder's message).
+    #[error("video encoding failed: {detail}")]
+    Video {
+        /// What the encoder reported.
+        detail: String,
+    },
+    /// The operation needs a cargo feature this build of `motion-viz` was compiled without.
+    #[error("{what} needs the `{feature}` cargo feature of motion-viz: {hint}")]
+    FeatureDisabled {
+        /// The operation asked for.
+        what: &'static str,
+        /// The missing feature.
+        feature: &'static str,
+        /// How to turn it on.
+        hint: &'static str,
+    },
     /// A tensor could not be read (wrong shape, dtype or device failure).
     #[error("tensor {what}: {source}")]
     Tensor {

@@ -11,7 +11,11 @@
 //!   capsules, joints as discs), optional supersampling.
 //! - [`Scene`]: one camera and floor fitted to a whole sequence, rendering a mesh and/or a
 //!   skeleton per frame.
-//! - [`write_png`] / [`write_gif`]: atomic writers.
+//! - [`MotionRenderer`] / [`render_motion`]: a whole motion to video frames (following camera,
+//!   infinite ground with grid and contact shadow, root trajectory, caption title bar), and
+//!   [`render_contact_sheet`] for docs.
+//! - [`write_png`] / [`write_gif`] / [`write_mp4`]: atomic writers (MP4 = H.264 through the
+//!   bundled OpenH264, cargo feature `mp4`, on by default; no ffmpeg needed).
 //!
 //! References: J. Pineda, "A parallel algorithm for polygon rasterization", SIGGRAPH 1988 (edge
 //! functions); E. Catmull, "A subdivision algorithm for computer display of curved surfaces",
@@ -26,10 +30,14 @@
 pub mod camera;
 pub mod canvas;
 pub mod error;
+mod ground;
 mod math;
+mod mp4_file;
 pub mod output;
 pub mod scene;
 pub mod tensor;
+mod text;
+pub mod video;
 
 pub use camera::{Camera, Projected, Projection};
 pub use canvas::{
@@ -37,6 +45,11 @@ pub use canvas::{
 };
 pub use error::{Result, VizError};
 pub use math::Vec3;
+pub use mp4_file::{encode_mp4, write_mp4};
 pub use output::{write_gif, write_png};
 pub use scene::{Scene, SceneOptions};
 pub use tensor::{faces_from_tensor, points_from_tensor};
+pub use video::{
+    ContactSheetOptions, Motion, MotionRenderer, PointSequence, UpAxis, VideoOptions, VideoStyle,
+    render_contact_sheet, render_motion,
+};
