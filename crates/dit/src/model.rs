@@ -141,6 +141,11 @@ impl Dit {
         &self.cfg
     }
 
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        self.pe.device()
+    }
+
     /// The same network with another attention-mask mode (weights shared).
     pub fn with_mask_mode(mut self, mode: MaskMode) -> Dit {
         self.cfg.mask_mode = mode;

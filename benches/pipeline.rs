@@ -1,0 +1,82 @@
+//! Criterion benches of the whole pipeline, caption to GIF, so its cost is tracked end to end:
+//! - `pipeline/generate`: text encoding + 50-step guided DDIM + decoding of one 120-frame
+//!   motion with a reference-size AdaLN DiT (latent 512, 8 layers, 16 heads; random weights)
+//!   and a small CLIP text encoder (the test fixture; a ViT-B/32 text encoder adds ~20 ms);
+//! - `pipeline/files`: that motion on the open body -> BVH + GLB + `.npy` + a 320 x 320 GIF;
+//! - `pipeline/caption_to_gif`: both.
+//!
+//! Run: `cargo bench --bench pipeline -- --warm-up-time 1 --measurement-time 10`
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle::{Device, Tensor};
+use criterion::{Criterion, criterion_group, criterion_main};
+use motion_dit::dit::{Dit, DitConfig, Variant};
+use motion_dit::motion_repr::Normalizer;
+use motion_dit::output::{FileOptions, write_motion_files};
+use motion_dit::{
+    ModelConfig, MotionModel, Request, TextEncoderKind, TextEncoderSpec, TextToMotion,
+    save_model_folder,
+};
+
+fn model_folder() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("motion-dit-bench-{}", std::process::id()));
+    let mut cfg = DitConfig::reference(Variant::AdaLn);
+    cfg.num_cond_feats = 32;
+    let (_net, vars) = Dit::init_random(&cfg, 1, &Device::Cpu).expect("init");
+    let weights: HashMap<String, Tensor> = vars
+        .data()
+        .lock()
+        .expect("vars")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let mut config = ModelConfig::new(cfg);
+    config.text_encoder = Some(TextEncoderSpec {
+        kind: TextEncoderKind::Clip,
+        folder: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/text_encoders/clip"),
+    });
+    let d = 205;
+    let normalizer = Normalizer::new(
+        Tensor::zeros(d, candle::DType::F32, &Device::Cpu).expect("mean"),
+        Tensor::full(0.02f32, d, &Device::Cpu).expect("std"),
+    )
+    .expect("normalizer");
+    save_model_folder(&dir, &config, &weights, &normalizer).expect("save");
+    dir
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = model_folder();
+    let pipe = TextToMotion::new(MotionModel::from_folder(&dir, &Device::Cpu).expect("model"));
+    let body = motion_dit::output::load_body(None).expect("open body");
+    let request = [Request::caption("a person walks in a circle", 120, 7)];
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).expect("out");
+    let opts = FileOptions::default();
+
+    let mut group = c.benchmark_group("pipeline");
+    group.sample_size(10);
+    group.bench_function("generate", |b| {
+        b.iter(|| pipe.generate(&request).expect("generate"))
+    });
+    let motion = pipe.generate(&request).expect("generate").remove(0);
+    group.bench_function("files", |b| {
+        b.iter(|| {
+            write_motion_files(&out, "bench", &motion, &body, "a person walks", &opts)
+                .expect("files")
+        })
+    });
+    group.bench_function("caption_to_gif", |b| {
+        b.iter(|| {
+            let m = pipe.generate(&request).expect("generate");
+            write_motion_files(&out, "bench", &m[0], &body, "a person walks", &opts).expect("files")
+        })
+    });
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,546 @@
+//! Motion models: a diffusion transformer with the statistics and the text side it was trained
+//! with, loaded from a model folder of ours or from a reference checkpoint.
+//!
+//! # The model folder (`docs/model-folder.md`)
+//! ```text
+//! <folder>/config.json        ModelConfig (below), JSON
+//! <folder>/model.safetensors  the network, reference key names (model.*)
+//! <folder>/stats.safetensors  normaliser: tensors "mean" and "std", [num_feats]
+//! <folder>/text_encoder/      optional: a Hugging Face text-encoder folder (config.json,
+//!                             model.safetensors, tokenizer.json), named in config.json
+//! ```
+//! File names inside `config.json` are relative to the folder (absolute paths are allowed).
+
+use std::path::{Path, PathBuf};
+
+use candle::{Device, Tensor};
+use diffusion::SamplerKind;
+use dit::{Dit, DitConfig};
+use motion_repr::Normalizer;
+use serde::{Deserialize, Serialize};
+use tmr::TextEncoder;
+
+use crate::error::{PipelineError, Result, read_err, write_err};
+
+/// The `format` value of a model folder's `config.json`.
+pub const MODEL_FORMAT: &str = "motion-dit-model";
+/// The current `format_version` of a model folder.
+pub const MODEL_FORMAT_VERSION: u32 = 1;
+
+/// Frame rate of the SMPL-RIFKE data of the reference (HumanML3D at 20 fps).
+pub const REFERENCE_FPS: f32 = 20.0;
+
+/// Which text encoder turns captions into the network's condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextEncoderKind {
+    /// CLIP text transformer ([`tmr::ClipTextEncoder`]): pooled = end-of-text state, tokens =
+    /// start..end states (the reference's `caption_clip` features).
+    Clip,
+    /// BERT-family sentence encoder ([`tmr::SentenceEncoder`]): pooled = mean of the tokens.
+    Sentence,
+}
+
+/// The text side of a model folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextEncoderSpec {
+    /// The encoder family.
+    pub kind: TextEncoderKind,
+    /// Its Hugging Face folder, relative to the model folder (or absolute).
+    pub folder: PathBuf,
+}
+
+/// Sampling defaults stored with a model (a command line may override each).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingDefaults {
+    /// Sampler.
+    pub sampler: SamplerKind,
+    /// Denoiser calls.
+    pub steps: usize,
+    /// Classifier-free guidance weight (1 = no guidance).
+    pub guidance: f64,
+}
+
+impl Default for SamplingDefaults {
+    /// DDIM with 50 steps and the reference's guidance weight 3.5 (the reference's ancestral
+    /// DDPM takes 100 steps; `--sampler ddpm --steps 100` reproduces it).
+    fn default() -> Self {
+        Self {
+            sampler: SamplerKind::Ddim,
+            steps: 50,
+            guidance: diffusion::DEFAULT_GUIDANCE_WEIGHT,
+        }
+    }
+}
+
+/// `config.json` of a model folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Always [`MODEL_FORMAT`].
+    pub format: String,
+    /// [`MODEL_FORMAT_VERSION`] of the writer.
+    pub format_version: u32,
+    /// The network.
+    pub dit: DitConfig,
+    /// Network weights file (default `model.safetensors`).
+    #[serde(default = "default_weights")]
+    pub weights: PathBuf,
+    /// Normaliser statistics file with tensors `mean` and `std` (default `stats.safetensors`).
+    #[serde(default = "default_stats")]
+    pub stats: PathBuf,
+    /// The text encoder the condition comes from; `None` for a model that is only given
+    /// precomputed text features.
+    #[serde(default)]
+    pub text_encoder: Option<TextEncoderSpec>,
+    /// Frames per second of the motions.
+    pub fps: f32,
+    /// Longest motion the model was trained on (frames).
+    pub max_frames: usize,
+    /// Sampling defaults.
+    #[serde(default)]
+    pub sampling: SamplingDefaults,
+    /// Free text: what the model is, how it was trained.
+    #[serde(default)]
+    pub description: String,
+}
+
+fn default_weights() -> PathBuf {
+    PathBuf::from("model.safetensors")
+}
+
+fn default_stats() -> PathBuf {
+    PathBuf::from("stats.safetensors")
+}
+
+impl ModelConfig {
+    /// A configuration for `dit` with the default file names, no text encoder, 20 fps and
+    /// `dit.num_frames` as the longest motion.
+    pub fn new(dit: DitConfig) -> Self {
+        Self {
+            format: MODEL_FORMAT.to_string(),
+            format_version: MODEL_FORMAT_VERSION,
+            max_frames: dit.num_frames,
+            dit,
+            weights: default_weights(),
+            stats: default_stats(),
+            text_encoder: None,
+            fps: REFERENCE_FPS,
+            sampling: SamplingDefaults::default(),
+            description: String::new(),
+        }
+    }
+
+    /// Checks the values for consistency; the message names the field at fault.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |reason: String| PipelineError::Config {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if self.format != MODEL_FORMAT {
+            return Err(bad(format!(
+                "format is {:?}, expected {MODEL_FORMAT:?}",
+                self.format
+            )));
+        }
+        if self.format_version > MODEL_FORMAT_VERSION {
+            return Err(bad(format!(
+                "format_version {} is newer than this library reads ({MODEL_FORMAT_VERSION})",
+                self.format_version
+            )));
+        }
+        self.dit.validate().map_err(|e| bad(e.to_string()))?;
+        if !(self.fps > 0.0 && self.fps.is_finite()) {
+            return Err(bad(format!("fps = {} must be positive", self.fps)));
+        }
+        if self.max_frames == 0 {
+            return Err(bad("max_frames must be positive".into()));
+        }
+        if self.sampling.steps == 0 {
+            return Err(bad("sampling.steps must be positive".into()));
+        }
+        if !self.sampling.guidance.is_finite() {
+            return Err(bad("sampling.guidance must be finite".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Where a [`MotionModel`] came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A model folder of ours.
+    Folder(PathBuf),
+    /// A reference checkpoint (`.ckpt`, `.pt`, `.safetensors`) with its statistics.
+    Checkpoint {
+        /// The checkpoint file.
+        checkpoint: PathBuf,
+        /// Path stem of the statistics (`<stem>-mean.pt` ...).
+        stats: PathBuf,
+    },
+}
+
+/// A denoising network with the normaliser, frame rate, length limit and (optionally) the text
+/// encoder it was trained with.
+pub struct MotionModel {
+    dit: Dit,
+    normalizer: Normalizer,
+    text_encoder: Option<Box<dyn TextEncoder + Send + Sync>>,
+    fps: f32,
+    max_frames: usize,
+    sampling: SamplingDefaults,
+    source: ModelSource,
+}
+
+impl std::fmt::Debug for MotionModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MotionModel")
+            .field("config", self.dit.config())
+            .field("text_encoder", &self.text_encoder.is_some())
+            .field("fps", &self.fps)
+            .field("max_frames", &self.max_frames)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+fn require(path: &Path, what: &str, hint: &str) -> Result<()> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(PipelineError::MissingFile {
+            what: what.to_string(),
+            path: path.to_path_buf(),
+            hint: hint.to_string(),
+        })
+    }
+}
+
+fn resolve(dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    }
+}
+
+/// Loads a text encoder of `kind` from a Hugging Face folder.
+pub fn load_text_encoder(
+    kind: TextEncoderKind,
+    folder: &Path,
+    device: &Device,
+) -> Result<Box<dyn TextEncoder + Send + Sync>> {
+    Ok(match kind {
+        TextEncoderKind::Clip => Box::new(tmr::ClipTextEncoder::from_folder(folder, device)?),
+        TextEncoderKind::Sentence => Box::new(tmr::SentenceEncoder::from_folder(folder, device)?),
+    })
+}
+
+impl MotionModel {
+    /// Assembles a model from its parts.
+    pub fn new(
+        dit: Dit,
+        normalizer: Normalizer,
+        text_encoder: Option<Box<dyn TextEncoder + Send + Sync>>,
+        fps: f32,
+        max_frames: usize,
+    ) -> Result<Self> {
+        let cfg = dit.config();
+        if normalizer.dim() != cfg.num_feats {
+            return Err(PipelineError::Option {
+                name: "normalizer".into(),
+                reason: format!(
+                    "statistics have {} features but the network expects {}",
+                    normalizer.dim(),
+                    cfg.num_feats
+                ),
+            });
+        }
+        if let Some(enc) = &text_encoder
+            && enc.dim() != cfg.num_cond_feats
+        {
+            return Err(PipelineError::Option {
+                name: "text encoder".into(),
+                reason: format!(
+                    "it produces {}-d features but the network expects {}-d conditions",
+                    enc.dim(),
+                    cfg.num_cond_feats
+                ),
+            });
+        }
+        Ok(Self {
+            dit,
+            normalizer,
+            text_encoder,
+            fps,
+            max_frames,
+            sampling: SamplingDefaults::default(),
+            source: ModelSource::Folder(PathBuf::new()),
+        })
+    }
+
+    /// Loads a model folder (see the module docs and `docs/model-folder.md`).
+    pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        require(
+            dir,
+            "model folder",
+            "pass a folder written by the `train` example, or a reference checkpoint with --stats",
+        )?;
+        let cfg_path = dir.join("config.json");
+        require(
+            &cfg_path,
+            "model config",
+            "a model folder holds config.json, model.safetensors and stats.safetensors \
+             (docs/model-folder.md)",
+        )?;
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| read_err(&cfg_path, e))?;
+        let cfg: ModelConfig = serde_json::from_str(&text).map_err(|e| PipelineError::Config {
+            path: cfg_path.clone(),
+            reason: e.to_string(),
+        })?;
+        cfg.validate(&cfg_path)?;
+        let weights = resolve(dir, &cfg.weights);
+        require(
+            &weights,
+            "model weights",
+            "named by `weights` in config.json",
+        )?;
+        let stats = resolve(dir, &cfg.stats);
+        require(
+            &stats,
+            "model statistics",
+            "named by `stats` in config.json",
+        )?;
+        let dit = Dit::from_checkpoint(&weights, &cfg.dit, device)?;
+        let normalizer = Normalizer::from_safetensors_keys(&stats, "mean", "std", device)?;
+        let text_encoder = match &cfg.text_encoder {
+            None => None,
+            Some(spec) => {
+                let folder = resolve(dir, &spec.folder);
+                require(
+                    &folder,
+                    "text encoder folder",
+                    "named by `text_encoder.folder` in config.json",
+                )?;
+                Some(load_text_encoder(spec.kind, &folder, device)?)
+            }
+        };
+        let mut model = Self::new(dit, normalizer, text_encoder, cfg.fps, cfg.max_frames)?;
+        model.sampling = cfg.sampling;
+        model.source = ModelSource::Folder(dir.to_path_buf());
+        Ok(model)
+    }
+
+    /// Loads a reference checkpoint (Lightning `.ckpt` taking the EMA weights, or a state-dict
+    /// `.pt` / `.safetensors`), inferring the configuration from the weights (`num_heads` cannot
+    /// be read from weights: the published models use [`DitConfig::reference`]'s count), with the
+    /// statistics at `stats_stem` (`data/stats/tmr-rifke` for `tmr-rifke-mean.pt` and
+    /// `tmr-rifke-std.pt`; `.npy` and `.safetensors` pairs too). The text side is given
+    /// separately ([`MotionModel::with_text_encoder`]) or replaced by precomputed features.
+    pub fn from_reference_checkpoint(
+        checkpoint: impl AsRef<Path>,
+        stats_stem: impl AsRef<Path>,
+        num_heads: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let checkpoint = checkpoint.as_ref();
+        let stem = stats_stem.as_ref();
+        require(
+            checkpoint,
+            "checkpoint",
+            "pass a reference .ckpt/.pt or a model folder with --checkpoint",
+        )?;
+        let normalizer = read_stats_stem(stem, device)?;
+        let (dit, cfg) = Dit::from_checkpoint_inferred(checkpoint, num_heads, device)?;
+        let mut model = Self::new(dit, normalizer, None, REFERENCE_FPS, cfg.num_frames)?;
+        model.source = ModelSource::Checkpoint {
+            checkpoint: checkpoint.to_path_buf(),
+            stats: stem.to_path_buf(),
+        };
+        Ok(model)
+    }
+
+    /// Loads either kind: a folder is a model folder; a file is a reference checkpoint, which
+    /// needs `stats_stem`.
+    pub fn load(
+        path: impl AsRef<Path>,
+        stats_stem: Option<&Path>,
+        num_heads: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            let model = Self::from_folder(path, device)?;
+            Ok(match stats_stem {
+                Some(stem) => {
+                    let n = read_stats_stem(stem, device)?;
+                    model.with_normalizer(n)?
+                }
+                None => model,
+            })
+        } else {
+            require(
+                path,
+                "checkpoint",
+                "pass a reference .ckpt/.pt or a model folder with --checkpoint",
+            )?;
+            let stem = stats_stem.ok_or_else(|| PipelineError::Option {
+                name: "stats".into(),
+                reason: format!(
+                    "the reference checkpoint {} needs its mean/std statistics: pass their \
+                     path stem, e.g. data/stats/tmr-rifke for tmr-rifke-mean.pt + \
+                     tmr-rifke-std.pt",
+                    path.display()
+                ),
+            })?;
+            Self::from_reference_checkpoint(path, stem, num_heads, device)
+        }
+    }
+
+    /// Replaces the text encoder (checked against the network's condition width).
+    pub fn with_text_encoder(
+        mut self,
+        encoder: Box<dyn TextEncoder + Send + Sync>,
+    ) -> Result<Self> {
+        let want = self.dit.config().num_cond_feats;
+        if encoder.dim() != want {
+            return Err(PipelineError::Option {
+                name: "text encoder".into(),
+                reason: format!(
+                    "it produces {}-d features but the network expects {want}-d conditions",
+                    encoder.dim()
+                ),
+            });
+        }
+        self.text_encoder = Some(encoder);
+        Ok(self)
+    }
+
+    /// Replaces the normaliser (checked against the network's feature width).
+    pub fn with_normalizer(mut self, normalizer: Normalizer) -> Result<Self> {
+        if normalizer.dim() != self.dit.config().num_feats {
+            return Err(PipelineError::Option {
+                name: "stats".into(),
+                reason: format!(
+                    "statistics have {} features but the network expects {}",
+                    normalizer.dim(),
+                    self.dit.config().num_feats
+                ),
+            });
+        }
+        self.normalizer = normalizer;
+        Ok(self)
+    }
+
+    /// Replaces the sampling defaults.
+    pub fn with_sampling(mut self, sampling: SamplingDefaults) -> Self {
+        self.sampling = sampling;
+        self
+    }
+
+    /// The network.
+    pub fn dit(&self) -> &Dit {
+        &self.dit
+    }
+
+    /// The network's configuration.
+    pub fn config(&self) -> &DitConfig {
+        self.dit.config()
+    }
+
+    /// The feature normaliser.
+    pub fn normalizer(&self) -> &Normalizer {
+        &self.normalizer
+    }
+
+    /// The text encoder, if the model has one.
+    pub fn text_encoder(&self) -> Option<&(dyn TextEncoder + Send + Sync)> {
+        self.text_encoder.as_deref()
+    }
+
+    /// Frames per second of the generated motions.
+    pub fn fps(&self) -> f32 {
+        self.fps
+    }
+
+    /// Longest motion the model generates (frames).
+    pub fn max_frames(&self) -> usize {
+        self.max_frames
+    }
+
+    /// Sampling defaults.
+    pub fn sampling(&self) -> &SamplingDefaults {
+        &self.sampling
+    }
+
+    /// Where the model was loaded from.
+    pub fn source(&self) -> &ModelSource {
+        &self.source
+    }
+}
+
+/// Reads `<stem>-mean.*` / `<stem>-std.*` (`.pt`, `.npy` or `.safetensors`).
+pub fn read_stats_stem(stem: &Path, device: &Device) -> Result<Normalizer> {
+    let name = stem
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| PipelineError::Option {
+            name: "stats".into(),
+            reason: format!("{} is not a path stem", stem.display()),
+        })?;
+    let dir = match stem.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let found = ["pt", "npy", "safetensors"]
+        .iter()
+        .any(|ext| dir.join(format!("{name}-mean.{ext}")).exists());
+    if !found {
+        return Err(PipelineError::MissingFile {
+            what: "statistics".into(),
+            path: dir.join(format!("{name}-mean.pt")),
+            hint: format!(
+                "--stats takes a path stem: {0}-mean.pt and {0}-std.pt (or .npy / .safetensors) \
+                 must exist",
+                stem.display()
+            ),
+        });
+    }
+    Ok(Normalizer::from_stem(&dir, name, device)?)
+}
+
+/// Writes a model folder: `config.json`, the network weights (`model.*` keys) and the
+/// statistics, each file atomically (a temporary file renamed into place). The text encoder
+/// folder named by `config.text_encoder` is not copied: the caller places it.
+pub fn save_model_folder(
+    dir: impl AsRef<Path>,
+    config: &ModelConfig,
+    weights: &std::collections::HashMap<String, Tensor>,
+    normalizer: &Normalizer,
+) -> Result<()> {
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
+    config.validate(&dir.join("config.json"))?;
+    if let Some(bad) = weights.keys().find(|k| !k.starts_with("model.")) {
+        return Err(PipelineError::Option {
+            name: "weights".into(),
+            reason: format!("key {bad:?} does not start with \"model.\""),
+        });
+    }
+    let wpath = resolve(dir, &config.weights);
+    let tmp = crate::output::temp_path(&wpath);
+    candle::safetensors::save(weights, &tmp).map_err(|e| write_err(&tmp, e))?;
+    crate::output::commit(&tmp, &wpath)?;
+    let spath = resolve(dir, &config.stats);
+    let stats: std::collections::HashMap<String, Tensor> = [
+        ("mean".to_string(), normalizer.mean().clone()),
+        ("std".to_string(), normalizer.std().clone()),
+    ]
+    .into_iter()
+    .collect();
+    let tmp = crate::output::temp_path(&spath);
+    candle::safetensors::save(&stats, &tmp).map_err(|e| write_err(&tmp, e))?;
+    crate::output::commit(&tmp, &spath)?;
+    let json = serde_json::to_string_pretty(config).map_err(|e| write_err(dir, e))?;
+    crate::output::write_atomic(&dir.join("config.json"), json.as_bytes())
+}

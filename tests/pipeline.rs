@@ -1,0 +1,280 @@
+//! The pipeline layer: model loading from both sources, per-request determinism, agreement with
+//! a hand composition of the crates, and typed errors for bad requests.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use candle::{DType, Device, IndexOp, Tensor};
+use motion_dit::diffusion::{Guided, NoiseSource, SamplerKind, SeededNoise};
+use motion_dit::dit::{Dit, DitConfig, Variant};
+use motion_dit::motion_repr::Normalizer;
+use motion_dit::{
+    GenerateOptions, ModelConfig, MotionModel, PipelineError, Request, TextEncoderKind,
+    TextEncoderSpec, TextInput, TextToMotion, save_model_folder,
+};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+fn tiny_config(variant: Variant, cond: usize) -> DitConfig {
+    let mut cfg = DitConfig::reference(variant);
+    (
+        cfg.latent_dim,
+        cfg.num_layers,
+        cfg.num_heads,
+        cfg.mlp_multiplier,
+    ) = (32, 1, 2, 2);
+    cfg.num_cond_feats = cond;
+    cfg.num_frames = 40;
+    cfg.max_positions = 64;
+    cfg
+}
+
+fn stats(dim: usize) -> Result<Normalizer> {
+    let mean: Vec<f32> = (0..dim).map(|i| (i as f32 * 0.37).sin() * 0.1).collect();
+    let std: Vec<f32> = (0..dim).map(|i| 0.5 + (i % 7) as f32 * 0.05).collect();
+    Ok(Normalizer::new(
+        Tensor::from_vec(mean, dim, &Device::Cpu)?,
+        Tensor::from_vec(std, dim, &Device::Cpu)?,
+    )?)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        std::fs::copy(e.path(), to.join(e.file_name()))?;
+    }
+    Ok(())
+}
+
+/// A model folder with random weights and the 32-d test CLIP as its text encoder.
+fn tiny_model_folder(dir: &Path, variant: Variant) -> Result<()> {
+    let cfg = tiny_config(variant, 32);
+    let (_dit, vars) = Dit::init_random(&cfg, 5, &Device::Cpu)?;
+    let weights: HashMap<String, Tensor> = vars
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock"))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let mut config = ModelConfig::new(cfg);
+    config.text_encoder = Some(TextEncoderSpec {
+        kind: TextEncoderKind::Clip,
+        folder: "text_encoder".into(),
+    });
+    config.sampling.steps = 3;
+    save_model_folder(dir, &config, &weights, &stats(205)?)?;
+    copy_dir(
+        &fixtures().join("text_encoders/clip"),
+        &dir.join("text_encoder"),
+    )?;
+    Ok(())
+}
+
+fn tempdir(name: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("motion-dit-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()?)
+}
+
+#[test]
+fn a_motion_depends_only_on_its_own_request() -> Result<()> {
+    let dir = tempdir("determinism")?;
+    for variant in [Variant::AdaLn, Variant::CrossAttention] {
+        let folder = dir.join(variant.name());
+        tiny_model_folder(&folder, variant)?;
+        let pipe = TextToMotion::new(MotionModel::from_folder(&folder, &Device::Cpu)?);
+        let batch = pipe.generate(&[
+            Request::caption("a person walks forward", 12, 3),
+            Request::caption("a person jumps", 9, 4),
+            Request::caption("someone waves with the right hand", 12, 5),
+        ])?;
+        let alone =
+            pipe.generate(&[Request::caption("someone waves with the right hand", 12, 5)])?;
+        // One motion per network batch: bit for bit the same as sampling it alone.
+        let one_by_one = pipe.generate_with(
+            &[
+                Request::caption("a person walks forward", 12, 3),
+                Request::caption("someone waves with the right hand", 12, 5),
+            ],
+            &GenerateOptions {
+                max_batch: 1,
+                ..GenerateOptions::for_model(pipe.model())
+            },
+            &mut |_| {},
+        )?;
+        assert_eq!(max_diff(&one_by_one[1].features, &alone[0].features)?, 0.0);
+        assert_eq!(batch.len(), 3);
+        assert_eq!(
+            [batch[0].frames(), batch[1].frames(), batch[2].frames()],
+            [12, 9, 12]
+        );
+        // Batched with another motion of the same length: equal up to float rounding.
+        let scale = alone[0].features.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(max_diff(&batch[2].features, &alone[0].features)? <= 1e-5 * scale);
+        // Another seed gives another motion.
+        let other =
+            pipe.generate(&[Request::caption("someone waves with the right hand", 12, 6)])?;
+        assert!(max_diff(&other[0].features, &alone[0].features)? > 1e-3);
+        assert_eq!(batch[2].joints.dims(), &[12, 24, 3]);
+        assert_eq!(batch[2].rotations.dims(), &[12, 22, 3, 3]);
+    }
+    Ok(())
+}
+
+#[test]
+fn the_pipeline_equals_the_crates_composed_by_hand() -> Result<()> {
+    let dir = tempdir("by-hand")?;
+    tiny_model_folder(&dir, Variant::AdaLn)?;
+    let model = MotionModel::from_folder(&dir, &Device::Cpu)?;
+    let caption = "a person runs in a circle";
+    let (frames, seed, guidance) = (10, 42, 2.5);
+    let opts = GenerateOptions {
+        sampler: SamplerKind::Ddpm,
+        steps: 4,
+        guidance,
+        max_batch: 8,
+    };
+    // By hand: CLIP pooled feature -> guided DDPM from seeded noise -> unnormalise -> decode.
+    let text = model
+        .text_encoder()
+        .ok_or_else(|| anyhow::anyhow!("no text encoder"))?
+        .encode(&[caption])?;
+    let cond = motion_dit::diffusion::Conditioning::Pooled(text.pooled.clone());
+    let mut noise = SeededNoise::new(vec![seed]);
+    let latents = noise.next(&[1, frames, 205], &Device::Cpu)?;
+    let mask = Tensor::ones((1, frames), DType::F32, &Device::Cpu)?;
+    let guided = Guided::new(model.dit(), guidance);
+    let x = SamplerKind::Ddpm
+        .build(4)
+        .sample(&guided, latents, &cond, &mask, &mut noise)?;
+    let raw = model.normalizer().unnormalize(&x)?.i(0)?;
+    let (joints, _) = motion_dit::motion_repr::rifke::decode(&raw)?;
+
+    let pipe = TextToMotion::new(model);
+    let mut steps = Vec::new();
+    let got = pipe.generate_with(
+        &[Request::caption(caption, frames, seed)],
+        &opts,
+        &mut |p| steps.push(p),
+    )?;
+    assert_eq!(max_diff(&got[0].features, &raw)?, 0.0);
+    assert_eq!(max_diff(&got[0].joints, &joints)?, 0.0);
+    assert_eq!(steps.len(), 4);
+    assert_eq!(steps.last().map(|p| (p.done, p.total)), Some((4, 4)));
+    Ok(())
+}
+
+#[test]
+fn a_reference_checkpoint_runs_on_precomputed_text_features() -> Result<()> {
+    let model = MotionModel::load(
+        fixtures().join("incontext_small.ckpt"),
+        Some(&fixtures().join("standardization_tmr-rifke")),
+        4,
+        &Device::Cpu,
+    )?;
+    assert_eq!(model.config().variant, Variant::InContext);
+    assert_eq!(model.config().latent_dim, 64);
+    assert!(model.text_encoder().is_none());
+    let pipe = TextToMotion::new(model);
+    let feats = Tensor::randn(0f32, 1.0, (7, 512), &Device::Cpu)?;
+    let opts = GenerateOptions {
+        steps: 2,
+        ..GenerateOptions::for_model(pipe.model())
+    };
+    let got = pipe.generate_with(
+        &[
+            Request::features(feats.clone(), 20, 1),
+            Request::features(feats.i(6)?, 20, 1),
+        ],
+        &opts,
+        &mut |_| {},
+    )?;
+    // A pooled model given [L, C] takes the end-of-text row: both requests are the same.
+    assert_eq!(max_diff(&got[0].features, &got[1].features)?, 0.0);
+    // A caption needs a text encoder, and the error says how to do without one.
+    let err = pipe
+        .generate(&[Request::caption("a person walks", 20, 0)])
+        .expect_err("no text encoder");
+    assert!(err.to_string().contains("--text-features"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn bad_requests_are_typed_errors_naming_the_request() -> Result<()> {
+    let dir = tempdir("bad-requests")?;
+    tiny_model_folder(&dir, Variant::AdaLn)?;
+    let pipe = TextToMotion::new(MotionModel::from_folder(&dir, &Device::Cpu)?);
+    let ok = Request::caption("a person walks", 10, 0);
+    let cases: Vec<(Request, &str)> = vec![
+        (Request::caption("   ", 10, 0), "empty"),
+        (Request::caption("a person walks", 0, 0), "at least 1 frame"),
+        (
+            Request::caption("a person walks", 41, 0),
+            "maximum of 40 frames",
+        ),
+        (
+            Request::features(Tensor::zeros(31, DType::F32, &Device::Cpu)?, 10, 0),
+            "[31]",
+        ),
+        (
+            Request::features(Tensor::new(&[f32::NAN; 32], &Device::Cpu)?, 10, 0),
+            "non-finite",
+        ),
+    ];
+    for (bad, needle) in cases {
+        let err = pipe
+            .generate(&[ok.clone(), bad])
+            .expect_err("bad request accepted");
+        let msg = err.to_string();
+        assert!(
+            matches!(err, PipelineError::Request { index: 1, .. }),
+            "{msg}"
+        );
+        assert!(msg.contains(needle), "{msg} lacks {needle:?}");
+    }
+    let zero_steps = GenerateOptions {
+        steps: 0,
+        ..GenerateOptions::for_model(pipe.model())
+    };
+    assert!(pipe.generate_with(&[ok], &zero_steps, &mut |_| {}).is_err());
+    // Unconditional requests need no text at all.
+    let u = pipe.generate(&[Request {
+        text: TextInput::Unconditional,
+        frames: 5,
+        seed: 1,
+    }])?;
+    assert_eq!(u[0].frames(), 5);
+    Ok(())
+}
+
+#[test]
+fn model_folders_report_what_is_missing_or_inconsistent() -> Result<()> {
+    let dir = tempdir("bad-folder")?;
+    let err = MotionModel::from_folder(dir.join("nope"), &Device::Cpu).expect_err("missing");
+    assert!(err.to_string().contains("nope"), "{err}");
+    tiny_model_folder(&dir, Variant::AdaLn)?;
+    // Wrong variant in config.json: the weights do not fit, and the message says which keys.
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path)?;
+    std::fs::write(&cfg_path, text.replace("\"adaln\"", "\"incontext\""))?;
+    let err = MotionModel::from_folder(&dir, &Device::Cpu).expect_err("variant mismatch");
+    assert!(err.to_string().contains("incontext"), "{err}");
+    std::fs::write(&cfg_path, text.replace("\"fps\": 20.0", "\"fps\": -1.0"))?;
+    let err = MotionModel::from_folder(&dir, &Device::Cpu).expect_err("bad fps");
+    assert!(err.to_string().contains("fps"), "{err}");
+    std::fs::write(&cfg_path, text)?;
+    std::fs::remove_file(dir.join("stats.safetensors"))?;
+    let err = MotionModel::from_folder(&dir, &Device::Cpu).expect_err("no stats");
+    assert!(err.to_string().contains("stats.safetensors"), "{err}");
+    Ok(())
+}
