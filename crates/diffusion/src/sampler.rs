@@ -559,6 +559,15 @@ pub enum SamplerKind {
 }
 
 impl SamplerKind {
+    /// The short name used on command lines and in manifests: `ddpm`, `ddim` or `dpm++`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SamplerKind::Ddpm => "ddpm",
+            SamplerKind::Ddim => "ddim",
+            SamplerKind::DpmSolverPp2M => "dpm++",
+        }
+    }
+
     /// The sampler of this kind with `steps` denoiser calls and its default `clip_min`.
     pub fn build(self, steps: usize) -> Box<dyn Sampler + Send + Sync> {
         match self {
@@ -569,17 +578,22 @@ impl SamplerKind {
     }
 }
 
+impl std::fmt::Display for SamplerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for SamplerKind {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
             "ddpm" => Ok(SamplerKind::Ddpm),
             "ddim" => Ok(SamplerKind::Ddim),
-            "dpm++2m" | "dpmpp2m" | "dpm_solver_pp2_m" | "dpm-solver++(2m)" => {
-                Ok(SamplerKind::DpmSolverPp2M)
-            }
+            "dpm++" | "dpmpp" | "dpm-solver++" | "dpm++2m" | "dpmpp2m" | "dpm_solver_pp2_m"
+            | "dpm-solver++(2m)" => Ok(SamplerKind::DpmSolverPp2M),
             other => Err(format!(
-                "unknown sampler {other:?} (expected ddpm, ddim or dpm++2m)"
+                "unknown sampler {other:?} (expected ddpm, ddim or dpm++)"
             )),
         }
     }
