@@ -102,7 +102,7 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Sampler: ddpm, ddim or dpm++. Default: the model's.
-    #[arg(long, value_parser = parse_sampler)]
+    #[arg(long)]
     sampler: Option<SamplerKind>,
     /// Denoiser calls. Default: the model's.
     #[arg(long)]
@@ -129,21 +129,6 @@ struct Args {
     /// Output folder for metrics.json and metrics.csv.
     #[arg(long, default_value = "out/evaluate")]
     out: PathBuf,
-}
-
-fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "dpm++" | "dpmpp" | "dpm-solver++" => Ok(SamplerKind::DpmSolverPp2M),
-        other => other.parse(),
-    }
-}
-
-fn sampler_name(kind: SamplerKind) -> &'static str {
-    match kind {
-        SamplerKind::Ddpm => "ddpm",
-        SamplerKind::Ddim => "ddim",
-        SamplerKind::DpmSolverPp2M => "dpm++",
-    }
 }
 
 fn main() -> ExitCode {
@@ -379,7 +364,7 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         text_features: text_label,
         samples: n,
         batch_size: args.batch_size,
-        sampler: sampler_name(opts.sampler).to_string(),
+        sampler: opts.sampler.name().to_string(),
         steps: opts.steps,
         guidance: opts.guidance,
         seed: args.seed,
@@ -395,7 +380,7 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         args.data.display(),
         n.div_ceil(args.batch_size),
         args.batch_size,
-        sampler_name(opts.sampler),
+        opts.sampler.name(),
         opts.steps,
         opts.guidance,
         report.settings.score.prdc.k,

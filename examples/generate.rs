@@ -61,7 +61,7 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     text_encoder: Option<PathBuf>,
     /// Kind of `--text-encoder`: clip or sentence.
-    #[arg(long, default_value = "clip", value_parser = parse_encoder_kind)]
+    #[arg(long, default_value = "clip")]
     text_encoder_kind: TextEncoderKind,
     /// Attention heads of a reference checkpoint (not stored in its weights).
     #[arg(long, default_value_t = 16)]
@@ -73,7 +73,7 @@ struct Args {
     #[arg(long, allow_negative_numbers = true)]
     seconds: Option<f64>,
     /// Sampler: ddpm, ddim or dpm++ (DPM-Solver++(2M)). Default: the model's.
-    #[arg(long, value_parser = parse_sampler)]
+    #[arg(long)]
     sampler: Option<SamplerKind>,
     /// Denoiser calls. Default: the model's.
     #[arg(long)]
@@ -106,23 +106,6 @@ struct Args {
     /// Video size in pixels (square).
     #[arg(long, default_value_t = 320)]
     size: u32,
-}
-
-fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "dpm++" | "dpmpp" | "dpm-solver++" => Ok(SamplerKind::DpmSolverPp2M),
-        other => other.parse(),
-    }
-}
-
-fn parse_encoder_kind(s: &str) -> Result<TextEncoderKind, String> {
-    match s {
-        "clip" => Ok(TextEncoderKind::Clip),
-        "sentence" | "bert" | "minilm" => Ok(TextEncoderKind::Sentence),
-        other => Err(format!(
-            "unknown text encoder kind {other:?} (clip or sentence)"
-        )),
-    }
 }
 
 fn main() -> ExitCode {
@@ -252,7 +235,7 @@ fn run(args: &Args) -> Result<(), PipelineError> {
             seed: motion.seed,
             frames: motion.frames(),
             fps: motion.fps,
-            sampler: sampler_name(opts.sampler).into(),
+            sampler: opts.sampler.name().into(),
             steps: opts.steps,
             guidance: opts.guidance,
             files,
@@ -276,14 +259,6 @@ fn run(args: &Args) -> Result<(), PipelineError> {
     }
     println!("manifest: {}", path.display());
     Ok(())
-}
-
-fn sampler_name(kind: SamplerKind) -> &'static str {
-    match kind {
-        SamplerKind::Ddpm => "ddpm",
-        SamplerKind::Ddim => "ddim",
-        SamplerKind::DpmSolverPp2M => "dpm++",
-    }
 }
 
 fn display(dir: &Path, file: &str) -> String {

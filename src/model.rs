@@ -41,6 +41,20 @@ pub enum TextEncoderKind {
     Sentence,
 }
 
+impl std::str::FromStr for TextEncoderKind {
+    type Err = String;
+    /// `clip`, or `sentence` (also `bert`, `minilm`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "clip" => Ok(Self::Clip),
+            "sentence" | "bert" | "minilm" => Ok(Self::Sentence),
+            other => Err(format!(
+                "unknown text encoder kind {other:?} (expected clip or sentence)"
+            )),
+        }
+    }
+}
+
 /// The text side of a model folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextEncoderSpec {

@@ -321,6 +321,12 @@ impl TextToMotion {
         Ok((f.pooled.i(0)?, f.tokens.i(0)?.narrow(0, 0, n)?))
     }
 
+    /// Token positions a sequence condition is padded to: CLIP's 77, or fewer when the
+    /// network's condition position table is shorter (it also holds the time token).
+    fn condition_tokens(&self) -> usize {
+        MAX_CONDITION_TOKENS.min(self.model.config().max_positions.saturating_sub(1))
+    }
+
     fn resolve(&self, index: usize, r: &Request) -> Result<Resolved> {
         let cfg = self.model.config();
         let bad = |reason: String| PipelineError::Request { index, reason };
@@ -362,13 +368,6 @@ impl TextToMotion {
                         )));
                     }
                 };
-                if tokens.dims()[0] > MAX_CONDITION_TOKENS {
-                    return Err(bad(format!(
-                        "text features have {} tokens; CLIP conditions hold at most \
-                         {MAX_CONDITION_TOKENS}",
-                        tokens.dims()[0]
-                    )));
-                }
                 let v = tokens.flatten_all()?.to_vec1::<f32>()?;
                 if let Some(k) = v.iter().position(|x| !x.is_finite()) {
                     return Err(bad(format!(
@@ -382,6 +381,13 @@ impl TextToMotion {
                 Tensor::zeros((1, c), DType::F32, device)?,
             ),
         };
+        let cap = self.condition_tokens();
+        if cfg.variant.sequential_condition() && tokens.dims()[0] > cap {
+            return Err(bad(format!(
+                "the text has {} tokens; this model takes at most {cap}",
+                tokens.dims()[0]
+            )));
+        }
         Ok(Resolved {
             pooled: pooled.to_device(device)?,
             tokens: tokens.to_device(device)?,
@@ -404,17 +410,18 @@ impl TextToMotion {
         let cond = if cfg.variant.sequential_condition() {
             // Zero-padded to CLIP's 77 positions with a token mask, as the reference's batches
             // (and our training batches) are: a reference-mode network attends the padding.
+            let width = self.condition_tokens();
             let mut tokens = Vec::with_capacity(b);
-            let mut mask = Vec::with_capacity(b * MAX_CONDITION_TOKENS);
+            let mut mask = Vec::with_capacity(b * width);
             for &i in batch {
                 let t = &resolved[i].tokens;
                 let l = t.dims()[0];
-                tokens.push(t.pad_with_zeros(0, 0, MAX_CONDITION_TOKENS - l)?);
-                mask.extend((0..MAX_CONDITION_TOKENS).map(|k| if k < l { 1f32 } else { 0.0 }));
+                tokens.push(t.pad_with_zeros(0, 0, width - l)?);
+                mask.extend((0..width).map(|k| if k < l { 1f32 } else { 0.0 }));
             }
             Conditioning::Tokens {
                 tokens: Tensor::stack(&tokens, 0)?,
-                mask: Some(Tensor::from_vec(mask, (b, MAX_CONDITION_TOKENS), device)?),
+                mask: Some(Tensor::from_vec(mask, (b, width), device)?),
             }
         } else {
             let pooled: Vec<&Tensor> = batch.iter().map(|&i| &resolved[i].pooled).collect();
