@@ -7,43 +7,21 @@
 //!
 //! Run: `cargo bench --bench pipeline -- --warm-up-time 1 --measurement-time 10`
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-use candle::{Device, Tensor};
+use candle::Device;
 use criterion::{Criterion, criterion_group, criterion_main};
-use motion_dit::dit::{Dit, DitConfig, Variant};
-use motion_dit::motion_repr::Normalizer;
+use motion_dit::dit::{DitConfig, Variant};
 use motion_dit::output::{FileOptions, write_motion_files};
-use motion_dit::{
-    ModelConfig, MotionModel, Request, TextEncoderKind, TextEncoderSpec, TextToMotion,
-    save_model_folder,
-};
+use motion_dit::{MotionModel, Request, TextToMotion};
 
-fn model_folder() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("motion-dit-bench-{}", std::process::id()));
+fn model_folder() -> std::path::PathBuf {
+    let dir = common::scratch("bench").expect("scratch folder");
     let mut cfg = DitConfig::reference(Variant::AdaLn);
     cfg.num_cond_feats = 32;
-    let (_net, vars) = Dit::init_random(&cfg, 1, &Device::Cpu).expect("init");
-    let weights: HashMap<String, Tensor> = vars
-        .data()
-        .lock()
-        .expect("vars")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
-    let mut config = ModelConfig::new(cfg);
-    config.text_encoder = Some(TextEncoderSpec {
-        kind: TextEncoderKind::Clip,
-        folder: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/text_encoders/clip"),
-    });
-    let d = 205;
-    let normalizer = Normalizer::new(
-        Tensor::zeros(d, candle::DType::F32, &Device::Cpu).expect("mean"),
-        Tensor::full(0.02f32, d, &Device::Cpu).expect("std"),
-    )
-    .expect("normalizer");
-    save_model_folder(&dir, &config, &weights, &normalizer).expect("save");
+    let normalizer = common::flat_normalizer(0.02).expect("normalizer");
+    common::random_model_folder(&dir, cfg, 1, 1.0, 50, &normalizer).expect("model folder");
     dir
 }
 

@@ -40,23 +40,25 @@ use anyhow::{Context, Result, bail};
 use candle::{Device, Tensor};
 use clap::Parser;
 use diffusion::{
-    Conditioning, DdpmLoss, EmaWarmup, SamplerKind, TrainConfig, Trainer, WarmupCosine,
+    Conditioning, DdpmLoss, Denoiser, EmaWarmup, LossOutput, SamplerKind, TrainConfig, Trainer,
+    WarmupCosine,
 };
 use dit::{Dit, DitConfig, Variant};
 use indicatif::ProgressBar;
-use motion_data::{BatchConfig, Batcher, MAX_TEXT_TOKENS, MotionSource};
+use motion_data::{Batch, BatchConfig, Batcher, MAX_TEXT_TOKENS, MotionSource};
 use motion_dit::output::FileOptions;
 use motion_dit::{
     GenerateOptions, ModelConfig, MotionModel, Request, TextEncoderKind, TextEncoderSpec,
     TextToMotion, save_model_folder,
 };
 use motion_repr::Normalizer;
+use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use serde_json::json;
 
 #[path = "train_support/common.rs"]
 mod common;
-use common::{CaptionText, CsvLog, Data, DeviceArg, Rate, say};
+use common::{CaptionText, CsvLog, Data, DeviceArg, Rate, TrainBatches, say};
 
 /// Train a diffusion transformer on a motion dataset folder.
 #[derive(Debug, Parser)]
@@ -204,19 +206,10 @@ fn run(args: Args) -> Result<()> {
             args.out.display()
         );
     }
-    let data = common::open_data(&args.data)?;
-    if data.train.len() < args.batch_size {
-        bail!(
-            "--batch-size {} is larger than the train split ({} motions)",
-            args.batch_size,
-            data.train.len()
-        );
-    }
-    let encoder = common::clip_encoder(args.text_encoder.as_deref(), &device)?;
+    let data = common::open_data(&args.data, args.batch_size)?;
     let keep_tokens = cfg.variant.sequential_condition();
-    let enc_ref = encoder.as_ref().map(|e| e as &dyn tmr::TextEncoder);
-    let (train_text, val_text) = common::caption_text(&data, enc_ref, keep_tokens)?;
-    drop(encoder);
+    let (train_text, val_text) =
+        common::caption_text(&data, args.text_encoder.as_deref(), &device, keep_tokens)?;
     if preset {
         cfg.num_cond_feats = train_text.dim();
     } else if cfg.num_cond_feats != train_text.dim() {
@@ -227,12 +220,7 @@ fn run(args: Args) -> Result<()> {
             train_text.dim()
         );
     }
-    let frames = args
-        .max_frames
-        .unwrap_or(common::max_frames(data.train.as_ref()));
-    if frames == 0 {
-        bail!("--max-frames must be at least 1");
-    }
+    let frames = common::window_frames(args.max_frames, data.train.as_ref())?;
     cfg.num_frames = frames;
 
     let stats_path = args.out.join("stats.safetensors");
@@ -284,13 +272,15 @@ fn train(run: &Run, cfg: &DitConfig) -> Result<()> {
     let train_src: &dyn MotionSource = run.data.train.as_ref();
     let bs = args.batch_size;
     let frames = cfg.num_frames;
-    let batcher = Batcher::new(
+    let mut batches = TrainBatches::new(
         train_src,
-        BatchConfig::train(bs, frames, args.seed),
-        run.device.clone(),
-    )?
-    .with_normalizer(&run.normalizer)?;
-    let per_epoch = batcher.num_batches() as u64;
+        bs,
+        frames,
+        args.seed,
+        &run.normalizer,
+        &run.device,
+    )?;
+    let per_epoch = batches.per_epoch();
     let total = args.steps.unwrap_or(args.epochs * per_epoch);
     if total == 0 {
         bail!("--steps / --epochs give 0 training steps");
@@ -350,37 +340,12 @@ fn train(run: &Run, cfg: &DitConfig) -> Result<()> {
     );
     let bar = common::step_bar(total, start)?;
     let mut rate = Rate::default();
-    let mut order = (u64::MAX, Vec::new());
     while trainer.step() < total {
         let started = std::time::Instant::now();
-        let step = trainer.step();
-        let epoch = step / per_epoch;
-        if order.0 != epoch {
-            order = (epoch, batcher.order(epoch));
-        }
-        let k = (step % per_epoch) as usize;
-        let batch = batcher.batch(&order.1[k * bs..(k + 1) * bs], epoch)?;
-        let cond = condition(
-            &run.train_text,
-            cfg,
-            &batch.indices,
-            &batch.caption_indices,
-            &run.device,
-        )?;
+        let (epoch, batch) = batches.get(trainer.step())?;
         let mut rng = trainer.rng(1);
-        let t_idx = run.loss.sample_t_idx(bs, &mut rng);
-        let noise = run
-            .loss
-            .sample_noise(batch.motion.dims(), &run.device, &mut rng)?;
-        let net = dit.training(rng.next_u64());
-        let out = run.loss.compute(
-            &net,
-            &batch.motion,
-            &cond,
-            &batch.frame_mask,
-            &t_idx,
-            &noise,
-        )?;
+        let net = |rng: &mut StdRng| dit.training(rng.next_u64());
+        let out = batch_loss(run, &run.train_text, cfg, &batch, &mut rng, net)?;
         let s = trainer.train_step(&out.loss)?;
         let sps = rate.tick(started);
         loss_log.row(&[
@@ -450,6 +415,38 @@ fn condition(
     })
 }
 
+/// The DDPM loss of `batch`: the condition of its captions, then `t` and noise drawn from
+/// `rng`, then the denoiser `net(rng)` (a training network draws its dropout seed there).
+fn batch_loss<N: Denoiser>(
+    run: &Run,
+    text: &CaptionText,
+    cfg: &DitConfig,
+    batch: &Batch,
+    rng: &mut StdRng,
+    net: impl FnOnce(&mut StdRng) -> N,
+) -> Result<LossOutput> {
+    let cond = condition(
+        text,
+        cfg,
+        &batch.indices,
+        &batch.caption_indices,
+        &run.device,
+    )?;
+    let t_idx = run.loss.sample_t_idx(batch.indices.len(), rng);
+    let noise = run
+        .loss
+        .sample_noise(batch.motion.dims(), &run.device, rng)?;
+    let net = net(rng);
+    Ok(run.loss.compute(
+        &net,
+        &batch.motion,
+        &cond,
+        &batch.frame_mask,
+        &t_idx,
+        &noise,
+    )?)
+}
+
 /// Writes the model folder (EMA weights), loads it back, computes the validation loss (first
 /// captions, fixed noise) and samples a GIF for the first validation caption. Returns the
 /// `val.csv` fields `val_loss` and `gif`.
@@ -487,30 +484,12 @@ fn validate(
         run.device.clone(),
     )?
     .with_normalizer(&run.normalizer)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let mut rng = StdRng::seed_from_u64(args.seed);
     let (mut sum, mut n) = (0.0, 0);
     for batch in batcher.epoch(0).take(8) {
         let batch = batch?;
         let b = batch.indices.len();
-        let cond = condition(
-            &run.val_text,
-            &cfg,
-            &batch.indices,
-            &batch.caption_indices,
-            &run.device,
-        )?;
-        let t_idx = run.loss.sample_t_idx(b, &mut rng);
-        let noise = run
-            .loss
-            .sample_noise(batch.motion.dims(), &run.device, &mut rng)?;
-        let out = run.loss.compute(
-            model.dit(),
-            &batch.motion,
-            &cond,
-            &batch.frame_mask,
-            &t_idx,
-            &noise,
-        )?;
+        let out = batch_loss(run, &run.val_text, &cfg, &batch, &mut rng, |_| model.dit())?;
         sum += out.loss.to_scalar::<f32>()? as f64 * b as f64;
         n += b;
     }

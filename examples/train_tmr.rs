@@ -44,7 +44,7 @@ use tmr::{ActorEncoderConfig, Tmr, TmrConfig};
 mod common;
 #[path = "train_support/torch_pt.rs"]
 mod torch_pt;
-use common::{CaptionText, CsvLog, DeviceArg, Rate, say};
+use common::{CaptionText, CsvLog, DeviceArg, Rate, TrainBatches, say};
 
 /// Train the TMR motion/text encoders on a motion dataset folder.
 #[derive(Debug, Parser)]
@@ -139,18 +139,9 @@ fn run(args: Args) -> Result<()> {
         bail!("--batch-size must be at least 2 (InfoNCE needs negatives)");
     }
     common::prepare_out(&args.out)?;
-    let data = common::open_data(&args.data)?;
-    if data.train.len() < args.batch_size {
-        bail!(
-            "--batch-size {} is larger than the train split ({} motions)",
-            args.batch_size,
-            data.train.len()
-        );
-    }
-    let encoder = common::clip_encoder(args.text_encoder.as_deref(), &device)?;
-    let enc_ref = encoder.as_ref().map(|e| e as &dyn tmr::TextEncoder);
-    let (train_text, val_text) = common::caption_text(&data, enc_ref, true)?;
-    drop(encoder);
+    let data = common::open_data(&args.data, args.batch_size)?;
+    let (train_text, val_text) =
+        common::caption_text(&data, args.text_encoder.as_deref(), &device, true)?;
     if preset {
         cfg.text.nfeats = train_text.dim();
     } else if cfg.text.nfeats != train_text.dim() || cfg.motion.nfeats != motion_data::FEATURE_DIM {
@@ -163,23 +154,19 @@ fn run(args: Args) -> Result<()> {
             motion_data::FEATURE_DIM
         );
     }
-    let frames = args
-        .max_frames
-        .unwrap_or(common::max_frames(data.train.as_ref()));
-    if frames == 0 {
-        bail!("--max-frames must be at least 1");
-    }
+    let frames = common::window_frames(args.max_frames, data.train.as_ref())?;
     let normalizer = common::stats(args.stats.as_deref(), data.train.as_ref())?;
 
     let train_src: &dyn MotionSource = data.train.as_ref();
-    let bs = args.batch_size;
-    let batcher = Batcher::new(
+    let mut batches = TrainBatches::new(
         train_src,
-        BatchConfig::train(bs, frames, args.seed),
-        device.clone(),
-    )?
-    .with_normalizer(&normalizer)?;
-    let per_epoch = batcher.num_batches() as u64;
+        args.batch_size,
+        frames,
+        args.seed,
+        &normalizer,
+        &device,
+    )?;
+    let per_epoch = batches.per_epoch();
     let total = args.steps.unwrap_or(args.epochs * per_epoch);
     let train_cfg = TmrTrainConfig {
         lr: args.lr,
@@ -206,15 +193,9 @@ fn run(args: Args) -> Result<()> {
     );
     let bar = common::step_bar(total, 0)?;
     let mut rate = Rate::default();
-    let mut order = (u64::MAX, Vec::new());
     for step in 0..total {
         let started = std::time::Instant::now();
-        let epoch = step / per_epoch;
-        if order.0 != epoch {
-            order = (epoch, batcher.order(epoch));
-        }
-        let k = (step % per_epoch) as usize;
-        let batch = batcher.batch(&order.1[k * bs..(k + 1) * bs], epoch)?;
+        let (epoch, batch) = batches.get(step)?;
         let (text, text_mask) =
             train_text.tokens(&batch.indices, &batch.caption_indices, None, &device)?;
         let text_pooled = match args.filter_threshold {

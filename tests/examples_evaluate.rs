@@ -8,15 +8,15 @@
 //! builds them; with a target filter (`cargo test --test examples_evaluate`) build them first
 //! with `cargo build --example evaluate --example train --example train_tmr`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use anyhow::{Context, Result, bail, ensure};
-use motion_data::synth::{SynthSkeleton, synth_id, synth_sample};
-use motion_data::{FEATURE_DIM, Split, TEXT_DIM, TextFeatures, write_sample, write_split};
+use anyhow::{Context, Result, ensure};
+use common::{CLIP, StandInClip, fails_cleanly, fixtures, run_ok, s, scratch, train_args};
+use motion_data::synth::synth_id;
+use motion_data::{FEATURE_DIM, Split, TEXT_DIM, write_split};
 use serde_json::Value;
-
-const CLIP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/text_encoders/clip");
 
 /// The ten metrics of each row, in table order.
 const METRICS: [&str; 10] = [
@@ -32,62 +32,15 @@ const METRICS: [&str; 10] = [
     "mm_distance",
 ];
 
-/// `target/<profile>/examples/<name>`, next to this test binary's `deps/` folder.
-fn example(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test binary has no target/<profile>/deps parent")?;
-    let path = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !path.is_file() {
-        bail!(
-            "example binary {} not found: build it with `cargo build --example {name}` (plain \
-             `cargo test` builds the examples; `cargo test --test examples_evaluate` does not)",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-/// A fresh scratch folder under cargo's target tmp dir.
-fn scratch(name: &str) -> Result<PathBuf> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("examples_evaluate-{name}"));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
-    }
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
 /// 44 synthetic motions cut to 40, 50 or 60 frames (so a batch mixes lengths), split
 /// 32 / 4 / 8 (train / val / test) in the reference layout; with `clip_features`, also seeded
 /// stand-ins for the `caption_clip/` features (512-d, 3 to 9 tokens per caption).
 fn dataset(dir: &Path, clip_features: bool) -> Result<()> {
-    let skeleton = SynthSkeleton::default();
-    for i in 0..44 {
-        let mut s = synth_sample(0, i, &skeleton)?;
-        s.frames = s.frames.min(40 + 10 * (i % 3));
-        s.features.truncate(s.frames * FEATURE_DIM);
-        if clip_features {
-            let value = |c: usize, k: usize| ((i * 131 + c * 17 + k * 7) % 23) as f32 / 23.0 - 0.5;
-            let tokens: Vec<Vec<f32>> = (0..s.captions.len())
-                .map(|c| {
-                    (0..(3 + (i + c) % 7) * TEXT_DIM)
-                        .map(|k| value(c, k))
-                        .collect()
-                })
-                .collect();
-            let pooled = tokens
-                .iter()
-                .flat_map(|t| t[t.len() - TEXT_DIM..].to_vec())
-                .collect();
-            s.text = Some(TextFeatures { pooled, tokens });
-        }
-        write_sample(dir, &s)?;
-    }
+    let clip = clip_features.then_some(StandInClip {
+        tokens: |i, c| 3 + (i + c) % 7,
+        value: |i, c, k| ((i * 131 + c * 17 + k * 7) % 23) as f32 / 23.0 - 0.5,
+    });
+    common::write_synth_motions(dir, 44, |i| 40 + 10 * (i % 3), clip)?;
     let ids = |r: std::ops::Range<usize>| r.map(synth_id).collect::<Vec<_>>();
     write_split(dir, Split::Train, &ids(0..32))?;
     write_split(dir, Split::Val, &ids(32..36))?;
@@ -95,83 +48,13 @@ fn dataset(dir: &Path, clip_features: bool) -> Result<()> {
     Ok(())
 }
 
-fn run(bin: &str, args: &[&str]) -> Result<Output> {
-    Ok(Command::new(example(bin)?)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()?)
-}
-
-fn run_ok(bin: &str, args: &[&str]) -> Result<String> {
-    let out = run(bin, args)?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(out.status.success(), "{bin} {args:?} failed: {stderr}");
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Exit code != 0, exactly one stderr line starting `error:` and naming `needle`, no panic.
-fn fails_cleanly(bin: &str, args: &[&str], needle: &str) -> Result<()> {
-    let out = run(bin, args)?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success(), "{bin} {args:?} succeeded");
-    ensure!(
-        !stderr.contains("panicked"),
-        "{bin} {args:?} panicked: {stderr}"
-    );
-    ensure!(
-        stderr.trim_end().lines().count() == 1 && stderr.starts_with("error: "),
-        "{bin} {args:?}: not a one-line error: {stderr:?}"
-    );
-    ensure!(
-        stderr.contains(needle),
-        "{bin} {args:?}: {stderr:?} does not name {needle:?}"
-    );
-    Ok(())
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap_or_default()
-}
-
 /// Trains the tiny model folder (`<dir>/dit/model`) and the tiny TMR (`<dir>/tmr`).
 fn train(dir: &Path, data: &Path) -> Result<(PathBuf, PathBuf)> {
     let (dit, tmr) = (dir.join("dit"), dir.join("tmr"));
-    run_ok(
-        "train",
-        &[
-            "--config",
-            "tiny",
-            "--data",
-            s(data),
-            "--out",
-            s(&dit),
-            "--text-encoder",
-            CLIP,
-            "--steps",
-            "4",
-            "--batch-size",
-            "8",
-            "--sample-steps",
-            "2",
-        ],
-    )?;
-    run_ok(
-        "train_tmr",
-        &[
-            "--config",
-            "tiny",
-            "--data",
-            s(data),
-            "--out",
-            s(&tmr),
-            "--text-encoder",
-            CLIP,
-            "--steps",
-            "4",
-            "--batch-size",
-            "8",
-        ],
-    )?;
+    let dit_run = ["--steps", "4", "--batch-size", "8", "--sample-steps", "2"];
+    run_ok("train", &train_args("tiny", data, &dit, &dit_run))?;
+    let tmr_run = ["--steps", "4", "--batch-size", "8"];
+    run_ok("train_tmr", &train_args("tiny", data, &tmr, &tmr_run))?;
     Ok((dit.join("model"), tmr))
 }
 
@@ -330,7 +213,7 @@ fn evaluate_runs_a_reference_checkpoint_on_caption_clip_features() -> Result<()>
     let dir = scratch("reference")?;
     let data = dir.join("data");
     dataset(&data, true)?;
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let fixtures = fixtures();
     let tmr = dir.join("tmr");
     let (motion_pt, text_pt) = tmr::reference_checkpoint_paths(&tmr);
     std::fs::create_dir_all(motion_pt.parent().context("checkpoints folder")?)?;

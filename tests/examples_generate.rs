@@ -3,103 +3,20 @@
 //! manifest), and every kind of bad input is a one-line error with a non-zero exit code, no
 //! panic and no manifest left behind.
 
-use std::collections::HashMap;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use anyhow::{Context, Result, bail};
-use candle::{Device, Tensor};
-use motion_dit::dit::{Dit, DitConfig, Variant};
-use motion_dit::motion_repr::Normalizer;
+use common::{assert_clean_failure, run, scratch, stderr};
+use motion_dit::dit::Variant;
 use motion_dit::output::Manifest;
-use motion_dit::{ModelConfig, TextEncoderKind, TextEncoderSpec, save_model_folder};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// An example binary built by `cargo test` next to this test's own binary.
-fn example(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let deps = exe.parent().context("test binary has no folder")?;
-    let path = deps
-        .parent()
-        .context("no target folder")?
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !path.is_file() {
-        bail!(
-            "example binary {} is missing: plain `cargo test` builds the examples before the tests \
-             (with `--test NAME`, run `cargo build --examples` first)",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-fn run(name: &str, args: &[&str]) -> Result<Output> {
-    Ok(Command::new(example(name)?)
-        .args(args)
-        .current_dir(root())
-        .output()?)
-}
-
-fn tempdir(name: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("motion-dit-ex-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
 
 /// A model folder with random weights (the outputs only need to be well-formed here) and the
 /// 32-d test CLIP as its text encoder, 40 frames at most.
 fn tiny_model(dir: &Path) -> Result<()> {
-    let mut cfg = DitConfig::reference(Variant::AdaLn);
-    (
-        cfg.latent_dim,
-        cfg.num_layers,
-        cfg.num_heads,
-        cfg.mlp_multiplier,
-    ) = (32, 1, 2, 2);
-    (cfg.num_cond_feats, cfg.num_frames, cfg.max_positions) = (32, 40, 64);
-    let (_dit, vars) = Dit::init_random(&cfg, 3, &Device::Cpu)?;
-    let weights: HashMap<String, Tensor> = vars
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("lock"))?
-        .iter()
-        .map(|(k, v)| Ok((k.clone(), v.as_tensor().affine(0.2, 0.0)?)))
-        .collect::<candle::Result<_>>()?;
-    let mut config = ModelConfig::new(cfg);
-    config.text_encoder = Some(TextEncoderSpec {
-        kind: TextEncoderKind::Clip,
-        folder: "text_encoder".into(),
-    });
-    config.sampling.steps = 2;
-    let d = 205;
-    let normalizer = Normalizer::new(
-        Tensor::zeros(d, candle::DType::F32, &Device::Cpu)?,
-        Tensor::full(0.05f32, d, &Device::Cpu)?,
-    )?;
-    save_model_folder(dir, &config, &weights, &normalizer)?;
-    let te = dir.join("text_encoder");
-    std::fs::create_dir_all(&te)?;
-    for e in std::fs::read_dir(root().join("fixtures/text_encoders/clip"))? {
-        let e = e?;
-        std::fs::copy(e.path(), te.join(e.file_name()))?;
-    }
-    Ok(())
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_clean_failure(out: &Output, needle: &str) {
-    let err = stderr(out);
-    assert!(!out.status.success(), "expected failure, stderr: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+    let cfg = common::tiny_dit_config(Variant::AdaLn, 32);
+    common::random_model_folder(dir, cfg, 3, 0.2, 2, &common::flat_normalizer(0.05)?)
 }
 
 fn npy_shape(path: &Path) -> Result<Vec<usize>> {
@@ -143,7 +60,7 @@ fn bvh_summary(text: &str) -> Result<(usize, usize, usize)> {
 
 #[test]
 fn generate_writes_every_file_and_the_manifest_lists_them() -> Result<()> {
-    let dir = tempdir("generate")?;
+    let dir = scratch("generate")?;
     let model = dir.join("model");
     tiny_model(&model)?;
     let out = dir.join("out");
@@ -236,7 +153,7 @@ fn generate_writes_every_file_and_the_manifest_lists_them() -> Result<()> {
 
 #[test]
 fn a_motion_is_reproduced_alone_from_its_seed() -> Result<()> {
-    let dir = tempdir("seed")?;
+    let dir = scratch("seed")?;
     let model = dir.join("model");
     tiny_model(&model)?;
     let (a, b) = (dir.join("a"), dir.join("b"));
@@ -329,7 +246,7 @@ fn a_motion_is_reproduced_alone_from_its_seed() -> Result<()> {
 
 #[test]
 fn a_reference_checkpoint_runs_from_text_features() -> Result<()> {
-    let dir = tempdir("reference")?;
+    let dir = scratch("reference")?;
     let feats = dir.join("caption.npy");
     let values: Vec<f32> = (0..5 * 512)
         .map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5)
@@ -377,7 +294,7 @@ fn a_reference_checkpoint_runs_from_text_features() -> Result<()> {
 
 #[test]
 fn bad_input_fails_cleanly_and_leaves_no_manifest() -> Result<()> {
-    let dir = tempdir("bad")?;
+    let dir = scratch("bad")?;
     let model = dir.join("model");
     tiny_model(&model)?;
     let m = model.to_str().context("utf8")?;
@@ -460,7 +377,7 @@ fn bad_input_fails_cleanly_and_leaves_no_manifest() -> Result<()> {
 
 #[test]
 fn visualize_smpl_renders_a_dataset_sample() -> Result<()> {
-    let dir = tempdir("visualize")?;
+    let dir = scratch("visualize")?;
     let data = dir.join("data");
     motion_dit::motion_data::synth::synthesize_folder(&data, 10, 3, |_| {})?;
     let out = dir.join("out");

@@ -7,65 +7,19 @@
 //! builds them; with a target filter (`cargo test --test examples_train`) build them first with
 //! `cargo build --example train --example train_tmr`.
 
-use std::ffi::OsStr;
-use std::fmt::Debug;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-use anyhow::{Context, Result, bail, ensure};
+use std::path::Path;
+
+use anyhow::{Result, ensure};
 use candle::{Device, Tensor};
-use motion_data::synth::{SynthSkeleton, split_ids, synth_sample};
-use motion_data::{FEATURE_DIM, TEXT_DIM, TextFeatures, write_sample, write_split};
+use common::{StandInClip, fails_cleanly, run_ok, s, scratch, train_args};
+use motion_data::synth::split_ids;
+use motion_data::{FEATURE_DIM, TEXT_DIM, write_split};
 use motion_dit::{GenerateOptions, MotionModel, Request, TextToMotion};
 
-const CLIP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/text_encoders/clip");
 /// Frames per synthetic motion (the synthetic set's shortest motion is 40 frames).
 const FRAMES: usize = 40;
-
-/// `target/<profile>/examples/<name>`, next to this test binary's `deps/` folder; an error if
-/// it is missing or older than its sources.
-fn example(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test binary has no target/<profile>/deps parent")?;
-    let path = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !path.is_file() {
-        bail!(
-            "example binary {} not found: build it with `cargo build --example {name}` (plain \
-             `cargo test` builds the examples; `cargo test --test examples_train` does not)",
-            path.display()
-        );
-    }
-    let built = std::fs::metadata(&path)?.modified()?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let support = std::fs::read_dir(root.join("train_support"))?
-        .map(|e| Ok(e?.path()))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    for src in support.into_iter().chain([root.join(format!("{name}.rs"))]) {
-        if std::fs::metadata(&src)?.modified()? > built {
-            bail!(
-                "example binary {} is older than {}: rebuild it with `cargo build --example {name}`",
-                path.display(),
-                src.display()
-            );
-        }
-    }
-    Ok(path)
-}
-
-/// A fresh scratch folder under cargo's target tmp dir.
-fn scratch(name: &str) -> Result<PathBuf> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("examples_train-{name}"));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
-    }
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
 
 /// 40 synthetic motions cut to their first 40 frames, split 32/4/4, in the reference layout.
 fn dataset(dir: &Path) -> Result<()> {
@@ -75,47 +29,15 @@ fn dataset(dir: &Path) -> Result<()> {
 /// [`dataset`], optionally with stand-in `caption_clip/` features (seeded values, 3 to 7
 /// tokens per caption) in place of real CLIP ones.
 fn dataset_with(dir: &Path, clip: bool) -> Result<()> {
-    let skeleton = SynthSkeleton::default();
-    for i in 0..40 {
-        let mut s = synth_sample(0, i, &skeleton)?;
-        s.frames = s.frames.min(FRAMES);
-        s.features.truncate(s.frames * FEATURE_DIM);
-        if clip {
-            let value = |k: usize| ((k * 7919 + i * 104729) % 1000) as f32 / 500.0 - 1.0;
-            let tokens: Vec<Vec<f32>> = (0..s.captions.len())
-                .map(|c| {
-                    (0..(3 + (i + c) % 5) * TEXT_DIM)
-                        .map(|k| value(k + c))
-                        .collect()
-                })
-                .collect();
-            let pooled = tokens
-                .iter()
-                .flat_map(|t| t[t.len() - TEXT_DIM..].to_vec())
-                .collect();
-            s.text = Some(TextFeatures { pooled, tokens });
-        }
-        write_sample(dir, &s)?;
-    }
+    let clip = clip.then_some(StandInClip {
+        tokens: |i, c| 3 + (i + c) % 5,
+        value: |i, c, k| (((k + c) * 7919 + i * 104729) % 1000) as f32 / 500.0 - 1.0,
+    });
+    common::write_synth_motions(dir, 40, |_| FRAMES, clip)?;
     for (split, ids) in split_ids(40, 0) {
         write_split(dir, split, &ids)?;
     }
     Ok(())
-}
-
-fn run<A: AsRef<OsStr> + Debug>(bin: &str, args: &[A]) -> Result<Output> {
-    let out = Command::new(example(bin)?)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()?;
-    Ok(out)
-}
-
-fn run_ok<A: AsRef<OsStr> + Debug>(bin: &str, args: &[A]) -> Result<String> {
-    let out = run(bin, args)?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(out.status.success(), "{bin} {args:?} failed: {stderr}");
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The `step,epoch,loss,lr` columns of a `loss.csv` (not the timing column).
@@ -137,26 +59,14 @@ fn loss_rows(path: &Path) -> Result<Vec<(u64, u64, f64, f64)>> {
         .collect()
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap_or_default()
-}
-
 #[test]
 fn train_writes_a_loadable_model_and_resumes_bit_exactly() -> Result<()> {
     let dir = scratch("dit")?;
     let data = dir.join("data");
     dataset(&data)?;
     let (straight, resumed) = (dir.join("straight"), dir.join("resumed"));
-    let base = |out: &Path| -> Vec<String> {
-        [
-            "--config",
-            "tiny",
-            "--data",
-            s(&data),
-            "--out",
-            s(out),
-            "--text-encoder",
-            CLIP,
+    let base = |out: &Path| {
+        let extra = [
             "--steps",
             "8",
             "--batch-size",
@@ -165,10 +75,8 @@ fn train_writes_a_loadable_model_and_resumes_bit_exactly() -> Result<()> {
             "3",
             "--seed",
             "3",
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect()
+        ];
+        train_args("tiny", &data, out, &extra)
     };
     let args = |v: &[String], extra: &[&str]| {
         let mut all: Vec<String> = v.to_vec();
@@ -297,20 +205,7 @@ fn train_tmr_writes_checkpoints_the_reference_loader_reads() -> Result<()> {
     let out = dir.join("run");
     let stdout = run_ok(
         "train_tmr",
-        &[
-            "--config",
-            "tiny",
-            "--data",
-            s(&data),
-            "--out",
-            s(&out),
-            "--text-encoder",
-            CLIP,
-            "--steps",
-            "6",
-            "--batch-size",
-            "8",
-        ],
+        &train_args("tiny", &data, &out, &["--steps", "6", "--batch-size", "8"]),
     )?;
     ensure!(stdout.contains("val recall@1"), "{stdout}");
     let text = std::fs::read_to_string(out.join("loss.csv"))?;
@@ -334,26 +229,6 @@ fn train_tmr_writes_checkpoints_the_reference_loader_reads() -> Result<()> {
     Ok(())
 }
 
-/// Exit code != 0, exactly one stderr line starting `error:` and naming `needle`, no panic.
-fn fails_cleanly<A: AsRef<OsStr> + Debug>(bin: &str, args: &[A], needle: &str) -> Result<()> {
-    let out = run(bin, args)?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success(), "{bin} {args:?} succeeded");
-    ensure!(
-        !stderr.contains("panicked"),
-        "{bin} {args:?} panicked: {stderr}"
-    );
-    ensure!(
-        stderr.trim_end().lines().count() == 1 && stderr.starts_with("error: "),
-        "{bin} {args:?}: not a one-line error: {stderr:?}"
-    );
-    ensure!(
-        stderr.contains(needle),
-        "{bin} {args:?}: {stderr:?} does not name {needle:?}"
-    );
-    Ok(())
-}
-
 #[test]
 fn bad_input_fails_with_a_one_line_error_naming_it() -> Result<()> {
     let dir = scratch("bad")?;
@@ -365,13 +240,8 @@ fn bad_input_fails_with_a_one_line_error_naming_it() -> Result<()> {
     let under_file = file.join("out");
     let out = dir.join("out");
     for (bin, preset) in [("train", "tiny"), ("train_tmr", "tiny")] {
-        let common = ["--text-encoder", CLIP, "--steps", "1"];
-        let with = |data: &Path, out: &Path, config: &str| -> Vec<String> {
-            ["--config", config, "--data", s(data), "--out", s(out)]
-                .iter()
-                .chain(common.iter())
-                .map(|a| a.to_string())
-                .collect()
+        let with = |data: &Path, out: &Path, config: &str| {
+            train_args(config, data, out, &["--steps", "1"])
         };
         fails_cleanly(bin, &with(&missing, &out, preset), s(&missing))?;
         fails_cleanly(bin, &with(&data, &out, "huge"), "--config huge")?;

@@ -1,36 +1,17 @@
 //! The pipeline layer: model loading from both sources, per-request determinism, agreement with
 //! a hand composition of the crates, and typed errors for bad requests.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use anyhow::Result;
 use candle::{DType, Device, IndexOp, Tensor};
+use common::{fixtures, scratch};
 use motion_dit::diffusion::{Guided, NoiseSource, SamplerKind, SeededNoise};
-use motion_dit::dit::{Dit, DitConfig, Variant};
+use motion_dit::dit::Variant;
 use motion_dit::motion_repr::Normalizer;
-use motion_dit::{
-    GenerateOptions, ModelConfig, MotionModel, PipelineError, Request, TextEncoderKind,
-    TextEncoderSpec, TextInput, TextToMotion, save_model_folder,
-};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
-
-fn tiny_config(variant: Variant, cond: usize) -> DitConfig {
-    let mut cfg = DitConfig::reference(variant);
-    (
-        cfg.latent_dim,
-        cfg.num_layers,
-        cfg.num_heads,
-        cfg.mlp_multiplier,
-    ) = (32, 1, 2, 2);
-    cfg.num_cond_feats = cond;
-    cfg.num_frames = 40;
-    cfg.max_positions = 64;
-    cfg
-}
+use motion_dit::{GenerateOptions, MotionModel, PipelineError, Request, TextInput, TextToMotion};
 
 fn stats(dim: usize) -> Result<Normalizer> {
     let mean: Vec<f32> = (0..dim).map(|i| (i as f32 * 0.37).sin() * 0.1).collect();
@@ -41,45 +22,10 @@ fn stats(dim: usize) -> Result<Normalizer> {
     )?)
 }
 
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        std::fs::copy(e.path(), to.join(e.file_name()))?;
-    }
-    Ok(())
-}
-
 /// A model folder with random weights and the 32-d test CLIP as its text encoder.
 fn tiny_model_folder(dir: &Path, variant: Variant) -> Result<()> {
-    let cfg = tiny_config(variant, 32);
-    let (_dit, vars) = Dit::init_random(&cfg, 5, &Device::Cpu)?;
-    let weights: HashMap<String, Tensor> = vars
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("lock"))?
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
-    let mut config = ModelConfig::new(cfg);
-    config.text_encoder = Some(TextEncoderSpec {
-        kind: TextEncoderKind::Clip,
-        folder: "text_encoder".into(),
-    });
-    config.sampling.steps = 3;
-    save_model_folder(dir, &config, &weights, &stats(205)?)?;
-    copy_dir(
-        &fixtures().join("text_encoders/clip"),
-        &dir.join("text_encoder"),
-    )?;
-    Ok(())
-}
-
-fn tempdir(name: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("motion-dit-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    let cfg = common::tiny_dit_config(variant, 32);
+    common::random_model_folder(dir, cfg, 5, 1.0, 3, &stats(205)?)
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
@@ -88,7 +34,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
 
 #[test]
 fn a_motion_depends_only_on_its_own_request() -> Result<()> {
-    let dir = tempdir("determinism")?;
+    let dir = scratch("determinism")?;
     for variant in [Variant::AdaLn, Variant::CrossAttention] {
         let folder = dir.join(variant.name());
         tiny_model_folder(&folder, variant)?;
@@ -133,7 +79,7 @@ fn a_motion_depends_only_on_its_own_request() -> Result<()> {
 
 #[test]
 fn the_pipeline_equals_the_crates_composed_by_hand() -> Result<()> {
-    let dir = tempdir("by-hand")?;
+    let dir = scratch("by-hand")?;
     tiny_model_folder(&dir, Variant::AdaLn)?;
     let model = MotionModel::from_folder(&dir, &Device::Cpu)?;
     let caption = "a person runs in a circle";
@@ -211,7 +157,7 @@ fn a_reference_checkpoint_runs_on_precomputed_text_features() -> Result<()> {
 
 #[test]
 fn bad_requests_are_typed_errors_naming_the_request() -> Result<()> {
-    let dir = tempdir("bad-requests")?;
+    let dir = scratch("bad-requests")?;
     tiny_model_folder(&dir, Variant::AdaLn)?;
     let pipe = TextToMotion::new(MotionModel::from_folder(&dir, &Device::Cpu)?);
     let ok = Request::caption("a person walks", 10, 0);
@@ -259,7 +205,7 @@ fn bad_requests_are_typed_errors_naming_the_request() -> Result<()> {
 
 #[test]
 fn model_folders_report_what_is_missing_or_inconsistent() -> Result<()> {
-    let dir = tempdir("bad-folder")?;
+    let dir = scratch("bad-folder")?;
     let err = MotionModel::from_folder(dir.join("nope"), &Device::Cpu).expect_err("missing");
     assert!(err.to_string().contains("nope"), "{err}");
     tiny_model_folder(&dir, Variant::AdaLn)?;

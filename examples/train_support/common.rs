@@ -1,6 +1,7 @@
 //! Shared pieces of the `train` and `train_tmr` examples: one-line errors, the device, the
-//! output folder, the dataset (reference folder or packed shards), feature statistics, the text
-//! features of every caption (computed once), `loss.csv` and the progress bar.
+//! output folder, the dataset (reference folder or packed shards), the training window and the
+//! batches of each step, feature statistics, the text features of every caption (computed
+//! once), `loss.csv` and the progress bar.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -13,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use candle::{DType, Device, IndexOp, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use motion_data::{
-    DataError, FEATURE_DIM, FolderDataset, FolderOptions, MotionSource, PackedDataset, Split,
-    TEXT_DIM,
+    Batch, BatchConfig, Batcher, DataError, FEATURE_DIM, FolderDataset, FolderOptions,
+    MotionSource, PackedDataset, Split, TEXT_DIM,
 };
 use motion_repr::Normalizer;
 use tmr::TextEncoder;
@@ -84,8 +85,8 @@ fn data_err(e: DataError) -> anyhow::Error {
 }
 
 /// Opens `--data`: packed shards when `<dir>/train.json` exists, the reference folder
-/// layout otherwise.
-pub fn open_data(dir: &Path) -> Result<Data> {
+/// layout otherwise; an error when the train split has fewer motions than `batch_size`.
+pub fn open_data(dir: &Path, batch_size: usize) -> Result<Data> {
     let ctx = || format!("--data {}", dir.display());
     if !dir.is_dir() {
         bail!(
@@ -121,12 +122,71 @@ pub fn open_data(dir: &Path) -> Result<Data> {
     if data.train.is_empty() {
         bail!("--data {}: the train split is empty", dir.display());
     }
+    if data.train.len() < batch_size {
+        bail!(
+            "--batch-size {batch_size} is larger than the train split ({} motions)",
+            data.train.len()
+        );
+    }
     Ok(data)
 }
 
-/// Longest motion of a split (frames).
-pub fn max_frames(src: &dyn MotionSource) -> usize {
-    (0..src.len()).map(|i| src.frames(i)).max().unwrap_or(0)
+/// `--max-frames` when given, else the longest motion of the train split; at least 1.
+pub fn window_frames(max_frames: Option<usize>, train: &dyn MotionSource) -> Result<usize> {
+    let longest = || (0..train.len()).map(|i| train.frames(i)).max().unwrap_or(0);
+    let frames = max_frames.unwrap_or_else(longest);
+    if frames == 0 {
+        bail!("--max-frames must be at least 1");
+    }
+    Ok(frames)
+}
+
+/// The training batches in step order: epoch `e` visits the train split in
+/// `Batcher::order(e)`, `batch_size` motions a step (normalised features).
+pub struct TrainBatches<'a> {
+    batcher: Batcher<'a, dyn MotionSource + 'a>,
+    batch_size: usize,
+    /// The epoch whose order is cached, and that order.
+    order: (u64, Vec<usize>),
+}
+
+impl<'a> TrainBatches<'a> {
+    /// Batches of `batch_size` windows of `frames` frames of `src`, drawn from `seed`.
+    pub fn new(
+        src: &'a dyn MotionSource,
+        batch_size: usize,
+        frames: usize,
+        seed: u64,
+        normalizer: &Normalizer,
+        device: &Device,
+    ) -> Result<Self> {
+        let config = BatchConfig::train(batch_size, frames, seed);
+        let batcher = Batcher::new(src, config, device.clone())?.with_normalizer(normalizer)?;
+        Ok(Self {
+            batcher,
+            batch_size,
+            order: (u64::MAX, Vec::new()),
+        })
+    }
+
+    /// Steps per epoch.
+    pub fn per_epoch(&self) -> u64 {
+        self.batcher.num_batches() as u64
+    }
+
+    /// The epoch of global step `step` and its batch.
+    pub fn get(&mut self, step: u64) -> Result<(u64, Batch)> {
+        let per_epoch = self.per_epoch();
+        let epoch = step / per_epoch;
+        if self.order.0 != epoch {
+            self.order = (epoch, self.batcher.order(epoch));
+        }
+        let (k, bs) = ((step % per_epoch) as usize, self.batch_size);
+        let batch = self
+            .batcher
+            .batch(&self.order.1[k * bs..(k + 1) * bs], epoch)?;
+        Ok((epoch, batch))
+    }
 }
 
 /// Calls `f` on every frame (raw features `[205]`) of every motion of `src`.
@@ -307,13 +367,15 @@ impl CaptionText<'_> {
 }
 
 /// The caption features of `train` and `val`: the dataset's `caption_clip/` features unless a
-/// text encoder is given (an explicit encoder wins).
+/// CLIP text-encoder folder is given (`--text-encoder`, loaded on `device`; an explicit encoder
+/// wins).
 pub fn caption_text<'a>(
     data: &'a Data,
-    encoder: Option<&dyn TextEncoder>,
+    text_encoder: Option<&Path>,
+    device: &Device,
     keep_tokens: bool,
 ) -> Result<(CaptionText<'a>, CaptionText<'a>)> {
-    match encoder {
+    match clip_encoder(text_encoder, device)? {
         None => {
             if !data.train.has_text() {
                 bail!(
@@ -332,8 +394,8 @@ pub fn caption_text<'a>(
                 .map(|s| (0..s.len()).map(|i| s.captions(i).len()).sum::<usize>())
                 .sum();
             let bar = progress(n as u64, 0, "{bar:30} {pos}/{len} captions encoded")?;
-            let train = encode_captions(data.train.as_ref(), enc, keep_tokens, &bar)?;
-            let val = encode_captions(data.val.as_ref(), enc, keep_tokens, &bar)?;
+            let train = encode_captions(data.train.as_ref(), &enc, keep_tokens, &bar)?;
+            let val = encode_captions(data.val.as_ref(), &enc, keep_tokens, &bar)?;
             bar.finish_and_clear();
             Ok((CaptionText::Encoded(train), CaptionText::Encoded(val)))
         }
@@ -411,7 +473,7 @@ impl CsvLog {
 }
 
 /// `--text-encoder DIR`: a CLIP text-encoder folder, checked and loaded (`None` without one).
-pub fn clip_encoder(dir: Option<&Path>, device: &Device) -> Result<Option<tmr::ClipTextEncoder>> {
+fn clip_encoder(dir: Option<&Path>, device: &Device) -> Result<Option<tmr::ClipTextEncoder>> {
     let Some(dir) = dir else { return Ok(None) };
     let files = ["config.json", "model.safetensors", "tokenizer.json"];
     require_folder("--text-encoder", dir, &files)?;
