@@ -541,20 +541,22 @@ pub fn save_model_folder(
             reason: format!("key {bad:?} does not start with \"model.\""),
         });
     }
-    let wpath = resolve(dir, &config.weights);
-    let tmp = crate::output::temp_path(&wpath);
-    candle::safetensors::save(weights, &tmp).map_err(|e| write_err(&tmp, e))?;
-    crate::output::commit(&tmp, &wpath)?;
-    let spath = resolve(dir, &config.stats);
-    let stats: std::collections::HashMap<String, Tensor> = [
-        ("mean".to_string(), normalizer.mean().clone()),
-        ("std".to_string(), normalizer.std().clone()),
-    ]
-    .into_iter()
-    .collect();
-    let tmp = crate::output::temp_path(&spath);
-    candle::safetensors::save(&stats, &tmp).map_err(|e| write_err(&tmp, e))?;
-    crate::output::commit(&tmp, &spath)?;
+    let save = |path: &Path, tensors: std::collections::HashMap<String, Tensor>| -> Result<()> {
+        let tmp = crate::output::temp_path(path);
+        candle::safetensors::save(&tensors, &tmp).map_err(|e| write_err(&tmp, e))?;
+        crate::output::with_default_permissions(&tmp)?;
+        crate::output::commit(&tmp, path)
+    };
+    save(&resolve(dir, &config.weights), weights.clone())?;
+    save(
+        &resolve(dir, &config.stats),
+        [
+            ("mean".to_string(), normalizer.mean().clone()),
+            ("std".to_string(), normalizer.std().clone()),
+        ]
+        .into_iter()
+        .collect(),
+    )?;
     let json = serde_json::to_string_pretty(config).map_err(|e| write_err(dir, e))?;
     crate::output::write_atomic(&dir.join("config.json"), json.as_bytes())
 }

@@ -24,6 +24,18 @@ pub(crate) fn commit(tmp: &Path, path: &Path) -> Result<()> {
     })
 }
 
+/// Gives `path` the permissions a newly created file gets in its folder (the serialiser of
+/// safetensors writes owner-only files through its own temporary file).
+pub(crate) fn with_default_permissions(path: &Path) -> Result<()> {
+    let probe = temp_path(&path.with_extension("perm-probe"));
+    let perms = std::fs::File::create(&probe)
+        .and_then(|f| f.metadata())
+        .map(|m| m.permissions())
+        .map_err(|e| write_err(&probe, e))?;
+    let _ = std::fs::remove_file(&probe);
+    std::fs::set_permissions(path, perms).map_err(|e| write_err(path, e))
+}
+
 /// Writes `bytes` to `path` atomically: a synced temporary file in the same folder, renamed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
