@@ -225,16 +225,7 @@ impl Canvas {
             ));
         }
         let n = vertices.len();
-        if let Some((i, f)) = faces
-            .iter()
-            .enumerate()
-            .find(|(_, f)| f.iter().any(|&k| k as usize >= n))
-        {
-            return Err(invalid(
-                "faces",
-                format!("face {i} = {f:?} indexes past the {n} vertices"),
-            ));
-        }
+        check_faces(faces, n)?;
         let light = normalize(camera.dir_to_world(style.light_dir));
         let normals = match style.shading {
             Shading::Smooth => Some(vertex_normals(vertices, faces)),
@@ -485,6 +476,21 @@ impl Canvas {
     /// Writes the image as a PNG (atomically: temp file + rename).
     pub fn save_png(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
         crate::output::write_png(path, &self.to_image())
+    }
+}
+
+/// Checks that every face indexes one of `n` vertices; the error names the first bad face.
+pub(crate) fn check_faces(faces: &[[u32; 3]], n: usize) -> Result<()> {
+    match faces
+        .iter()
+        .enumerate()
+        .find(|(_, f)| f.iter().any(|&k| k as usize >= n))
+    {
+        Some((i, f)) => Err(invalid(
+            "faces",
+            format!("face {i} = {f:?} indexes past the {n} vertices"),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -43,20 +43,7 @@ pub fn encode_mp4(frames: &[image::RgbImage], fps: f32) -> Result<Vec<u8>> {
 }
 
 fn check_frames(frames: &[image::RgbImage], fps: f32) -> Result<(u32, u32)> {
-    let first = frames
-        .first()
-        .ok_or_else(|| invalid("frames", "no frames to write"))?;
-    let (w, h) = first.dimensions();
-    if let Some((i, f)) = frames
-        .iter()
-        .enumerate()
-        .find(|(_, f)| f.dimensions() != (w, h))
-    {
-        return Err(invalid(
-            "frames",
-            format!("frame {i} is {:?}, frame 0 is {w}x{h}", f.dimensions()),
-        ));
-    }
+    let (w, h) = crate::output::frame_size(frames)?;
     // OpenH264 supports H.264 up to level 5.2: at most 3840 x 2160 either way round.
     if w == 0 || h == 0 || w.max(h) > 3840 || w.min(h) > 2160 {
         return Err(invalid(

@@ -66,16 +66,8 @@ pub fn write_png(path: impl AsRef<Path>, image: &image::RgbImage) -> Result<()> 
     })
 }
 
-/// Writes frames as a looping animated GIF at `fps` frames per second (GIF stores delays in
-/// 1/100 s, so the rate is rounded to that grid). All frames share one 255-colour palette learned
-/// from the whole sequence (NeuQuant); after the first, each frame stores only the rectangle
-/// that changed, with unchanged pixels transparent over the previous frame. Quantisation and
-/// compression run in parallel.
-///
-/// Errors on an empty sequence, frames of different sizes, frames larger than 65535 pixels a
-/// side, or a non-positive `fps`.
-pub fn write_gif(path: impl AsRef<Path>, frames: &[image::RgbImage], fps: f32) -> Result<()> {
-    let path = path.as_ref();
+/// The common size of a non-empty frame sequence; errors name the first frame that differs.
+pub(crate) fn frame_size(frames: &[image::RgbImage]) -> Result<(u32, u32)> {
     let first = frames
         .first()
         .ok_or_else(|| invalid("frames", "no frames to write"))?;
@@ -90,6 +82,20 @@ pub fn write_gif(path: impl AsRef<Path>, frames: &[image::RgbImage], fps: f32) -
             format!("frame {i} is {:?}, frame 0 is {w}x{h}", f.dimensions()),
         ));
     }
+    Ok((w, h))
+}
+
+/// Writes frames as a looping animated GIF at `fps` frames per second (GIF stores delays in
+/// 1/100 s, so the rate is rounded to that grid). All frames share one 255-colour palette learned
+/// from the whole sequence (NeuQuant); after the first, each frame stores only the rectangle
+/// that changed, with unchanged pixels transparent over the previous frame. Quantisation and
+/// compression run in parallel.
+///
+/// Errors on an empty sequence, frames of different sizes, frames larger than 65535 pixels a
+/// side, or a non-positive `fps`.
+pub fn write_gif(path: impl AsRef<Path>, frames: &[image::RgbImage], fps: f32) -> Result<()> {
+    let path = path.as_ref();
+    let (w, h) = frame_size(frames)?;
     let (w16, h16) = match (u16::try_from(w), u16::try_from(h)) {
         (Ok(a), Ok(b)) if a > 0 && b > 0 => (a, b),
         _ => {

@@ -176,16 +176,7 @@ impl<'a> Motion<'a> {
     pub fn mesh(vertices: PointSequence<'a>, faces: &'a [[u32; 3]]) -> Result<Self> {
         vertices.check_finite("vertices", "vertex")?;
         let n = vertices.points_per_frame();
-        if let Some((i, f)) = faces
-            .iter()
-            .enumerate()
-            .find(|(_, f)| f.iter().any(|&k| k as usize >= n))
-        {
-            return Err(invalid(
-                "faces",
-                format!("face {i} = {f:?} indexes past the {n} vertices"),
-            ));
-        }
+        crate::canvas::check_faces(faces, n)?;
         Ok(Self {
             mesh: Some((vertices, Cow::Borrowed(faces))),
             skeleton: None,
