@@ -167,6 +167,16 @@ impl Interval {
     pub fn contains(&self, value: f64) -> bool {
         self.lower <= value && value <= self.upper
     }
+
+    /// The interval intersected with the metric's range `[min, max]`: a half-sample interval is
+    /// centred on the estimate, so for an estimate at the edge of the range (FD 0 of a set
+    /// against itself, precision 1) it reaches past values the metric cannot take. The
+    /// intersection covers the true value at least as often, and reads sensibly.
+    pub fn within(mut self, min: f64, max: f64) -> Self {
+        self.lower = self.lower.clamp(min, max);
+        self.upper = self.upper.clamp(min, max);
+        self
+    }
 }
 
 impl fmt::Display for Interval {
@@ -283,7 +293,8 @@ pub fn bootstrap_frechet(
         b.add_weighted(fake, Some(&wf));
         Ok(vec![frechet_distance_from_stats(&a.stats()?, &b.stats()?)?])
     };
-    Ok(only(run_half(cfg, real.rows(), &[estimate], stat)?))
+    // FD is a squared distance: never below 0.
+    Ok(only(run_half(cfg, real.rows(), &[estimate], stat)?).within(0.0, f64::INFINITY))
 }
 
 /// Intervals of the four PRDC metrics.
@@ -337,11 +348,12 @@ pub fn bootstrap_prdc(
         &[p.precision, p.recall, p.density, p.coverage],
         stat,
     )?;
+    // Precision, recall and coverage are fractions; density is a non-negative mean count.
     Ok(PrdcIntervals {
-        precision: iv[0],
-        recall: iv[1],
-        density: iv[2],
-        coverage: iv[3],
+        precision: iv[0].within(0.0, 1.0),
+        recall: iv[1].within(0.0, 1.0),
+        density: iv[2].within(0.0, f64::INFINITY),
+        coverage: iv[3].within(0.0, 1.0),
     })
 }
 
@@ -425,6 +437,17 @@ pub fn bootstrap_diversity(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intervals_stay_within_the_metric_range() -> Result<()> {
+        let iv = Interval::from_samples(0.0, vec![-2.0, -1.0, 0.0, 1.0, 2.0], 0.5)?
+            .within(0.0, f64::INFINITY);
+        assert_eq!((iv.lower, iv.upper), (0.0, 1.0));
+        let p = Interval::from_samples(1.0, vec![0.9, 0.95, 1.0, 1.05, 1.1], 0.5)?.within(0.0, 1.0);
+        assert_eq!((p.lower, p.upper), (0.95, 1.0));
+        assert!(p.contains(p.estimate));
+        Ok(())
+    }
 
     #[test]
     fn quantiles_interpolate_like_numpy() {
