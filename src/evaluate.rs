@@ -22,8 +22,10 @@
 //! - samples: the first `batches x batch_size` ids of the split, in split order (all of them
 //!   when the split is shorter; at least [`MIN_SAMPLES`]);
 //! - caption: the first caption of each sample (DESIGN §5); its text features are the dataset's
-//!   `caption_clip` token features or a CLIP encoder's, the same for the condition and the TMR
-//!   text input;
+//!   `caption_clip` token features or a text encoder's (CLIP or a sentence encoder such as the
+//!   default model's all-MiniLM-L6-v2): the token states feed the TMR text encoder, and the
+//!   condition is the same tokens for a sequence-conditioned model, the encoder's pooled vector
+//!   for a pooled one;
 //! - length: the real motion's length, capped at the model's longest motion;
 //! - seed of sample `i`: [`motion_seed`]`(seed, i)`, so a motion does not depend on batching;
 //! - retrieval batches: consecutive runs of `batch_size` samples (64 in the reference; R@k
@@ -42,14 +44,14 @@
 
 use std::path::{Path, PathBuf};
 
-use candle::{DType, Device, Tensor};
+use candle::{DType, Device, IndexOp, Tensor};
 use metrics::{
     BootstrapConfig, Embeddings, Interval, MetricRow, PrdcConfig, PrdcIntervals, RetrievalIntervals,
 };
 use motion_data::MotionSource;
 use motion_repr::Normalizer;
 use serde::{Deserialize, Serialize};
-use tmr::{Tmr, TmrConfig};
+use tmr::{TextEncoder, Tmr, TmrConfig};
 
 use crate::error::{PipelineError, Result, read_err};
 use crate::model::read_stats_stem;
@@ -256,6 +258,142 @@ pub fn select_samples(source: &dyn MotionSource, count: usize) -> Result<Vec<Eva
             })
         })
         .collect()
+}
+
+/// The text features of one evaluation caption: the encoder's pooled vector (absent for the
+/// dataset's CLIP token files, whose end-of-text state is the pooled vector) and its token
+/// states `[L, C]`, which feed the TMR text encoder.
+#[derive(Debug, Clone)]
+pub struct CaptionFeatures {
+    /// Pooled `[C]`, when a text encoder produced the features.
+    pub pooled: Option<Tensor>,
+    /// Token states `[L, C]`.
+    pub tokens: Tensor,
+}
+
+impl CaptionFeatures {
+    /// The model's condition: the token states for a sequence-conditioned model, else the
+    /// pooled vector (the pipeline takes the end-of-text state of CLIP tokens when there is
+    /// none).
+    pub fn condition(&self, sequential: bool) -> Tensor {
+        match (&self.pooled, sequential) {
+            (Some(p), false) => p.clone(),
+            _ => self.tokens.clone(),
+        }
+    }
+}
+
+/// Where the text features of the evaluation captions come from.
+pub enum TextSource {
+    /// A text-encoder folder given by the user (CLIP or sentence encoder), and its path.
+    Encoder(Box<dyn TextEncoder + Send + Sync>, PathBuf),
+    /// The dataset's `caption_clip/` token features, and the dataset folder.
+    Dataset(PathBuf),
+    /// The model folder's own text encoder.
+    Model,
+}
+
+impl std::fmt::Debug for TextSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TextSource::Encoder(_, dir) => f.debug_tuple("Encoder").field(dir).finish(),
+            TextSource::Dataset(dir) => f.debug_tuple("Dataset").field(dir).finish(),
+            TextSource::Model => f.write_str("Model"),
+        }
+    }
+}
+
+impl TextSource {
+    /// The first that applies: `text_encoder` (a folder, told apart by its `config.json`); the
+    /// dataset's precomputed features; the text encoder the model folder `checkpoint` names.
+    pub fn choose(
+        text_encoder: Option<&Path>,
+        data: &Path,
+        data_has_text: bool,
+        checkpoint: &Path,
+        device: &Device,
+    ) -> Result<Self> {
+        if let Some(dir) = text_encoder {
+            let kind = crate::TextEncoderKind::detect(dir)?;
+            return Ok(Self::Encoder(
+                crate::load_text_encoder(kind, dir, device)?,
+                dir.to_path_buf(),
+            ));
+        }
+        if data_has_text {
+            return Ok(Self::Dataset(data.to_path_buf()));
+        }
+        let config = checkpoint.join("config.json");
+        if config.is_file() && crate::ModelConfig::read(&config)?.text_encoder.is_some() {
+            return Ok(Self::Model);
+        }
+        Err(PipelineError::Option {
+            name: "--text-encoder".into(),
+            reason: format!(
+                "{} has no precomputed caption_clip/ features and the model names no text \
+                 encoder: pass a text-encoder folder (e.g. --text-encoder \
+                 fixtures/text_encoders/clip)",
+                data.display()
+            ),
+        })
+    }
+
+    /// The features of each sample's evaluation caption, and a label of where they came from;
+    /// `on_done` is called with the number encoded so far.
+    pub fn caption_features(
+        &self,
+        samples: &[EvalSample],
+        pipeline: &crate::TextToMotion,
+        on_done: &mut dyn FnMut(usize),
+    ) -> Result<(Vec<CaptionFeatures>, String)> {
+        let mut out = Vec::with_capacity(samples.len());
+        let label = match self {
+            TextSource::Dataset(data) => {
+                for s in samples {
+                    let tokens = s.text_tokens.clone().ok_or_else(|| {
+                        read_err(
+                            data,
+                            format!("sample {} has no caption_clip features", s.id),
+                        )
+                    })?;
+                    out.push(CaptionFeatures {
+                        pooled: None,
+                        tokens,
+                    });
+                }
+                format!("{}/caption_clip", data.display())
+            }
+            TextSource::Encoder(encoder, dir) => {
+                for chunk in samples.chunks(64) {
+                    let captions: Vec<&str> = chunk.iter().map(|s| s.caption.as_str()).collect();
+                    let f = encoder.encode(&captions)?;
+                    let lengths = f.mask.to_device(&Device::Cpu)?.sum(1)?.to_vec1::<f32>()?;
+                    let tokens = f.tokens.to_device(&Device::Cpu)?;
+                    let pooled = f.pooled.to_device(&Device::Cpu)?;
+                    for (b, l) in lengths.iter().enumerate() {
+                        out.push(CaptionFeatures {
+                            pooled: Some(pooled.i(b)?),
+                            tokens: tokens.i(b)?.narrow(0, 0, *l as usize)?.contiguous()?,
+                        });
+                    }
+                    on_done(out.len());
+                }
+                format!("text encoder {}", dir.display())
+            }
+            TextSource::Model => {
+                for s in samples {
+                    let (pooled, tokens) = pipeline.encode_caption(&s.caption)?;
+                    out.push(CaptionFeatures {
+                        pooled: Some(pooled.to_device(&Device::Cpu)?),
+                        tokens: tokens.to_device(&Device::Cpu)?,
+                    });
+                    on_done(out.len());
+                }
+                "the model folder's text encoder".to_string()
+            }
+        };
+        Ok((out, label))
+    }
 }
 
 /// Stacks `[F_i, C]` sequences into a zero-padded `[B, max F, C]` batch and its mask `[B, F]`

@@ -21,16 +21,19 @@
 //! checked by this package's `dependency_direction` test.
 #![warn(missing_docs)]
 
+pub mod descriptors;
 pub mod error;
 pub mod evaluate;
 pub mod model;
 pub mod output;
 pub mod pipeline;
+pub mod whitening;
 
 pub use error::{PipelineError, Result};
 pub use model::{
-    ModelConfig, ModelSource, MotionModel, SamplingDefaults, TextEncoderKind, TextEncoderSpec,
-    save_model_folder,
+    FETCH_MINILM_HINT, MINILM_NAME, ModelConfig, ModelSource, MotionModel, SamplingDefaults,
+    TextEncoderKind, TextEncoderSpec, cached_text_encoder, load_text_encoder, save_model_folder,
+    text_encoder_cache_dir,
 };
 pub use pipeline::{GenerateOptions, Motion, Progress, Request, TextInput, TextToMotion};
 
@@ -51,6 +54,11 @@ use std::path::{Path, PathBuf};
 
 /// Folder of the bundled default model, inside this package.
 pub const DEFAULT_MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/default_model");
+
+/// Folder of the bundled TMR evaluator of the synthetic set (the `train_tmr` layout), inside
+/// this package.
+pub const DEFAULT_EVALUATOR_DIR: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/assets/default_evaluator");
 
 /// The open body model (SMPL-H skeleton over CC0 MakeHuman assets), inside this package.
 pub const OPEN_BODY_PATH: &str = concat!(

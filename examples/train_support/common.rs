@@ -3,7 +3,7 @@
 //! batches of each step, feature statistics, the text features of every caption (computed
 //! once), `loss.csv` and the progress bar.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
@@ -17,6 +17,7 @@ use motion_data::{
     Batch, BatchConfig, Batcher, DataError, FEATURE_DIM, FolderDataset, FolderOptions,
     MotionSource, PackedDataset, Split, TEXT_DIM,
 };
+use motion_dit::TextEncoderKind;
 use motion_repr::Normalizer;
 use tmr::TextEncoder;
 
@@ -238,10 +239,12 @@ pub fn stats(stem: Option<&Path>, train: &dyn MotionSource) -> Result<Normalizer
 /// Text features of every caption of one split, computed by a text encoder: pooled `[C]` per
 /// caption and (when kept) tokens `[L, C]`, start of text through end of text.
 pub struct CaptionTable {
-    dim: usize,
+    /// Feature width `C`.
+    pub dim: usize,
     /// Index of the first caption of each sample in `pooled` / `tokens`.
     first: Vec<usize>,
-    pooled: Vec<f32>,
+    /// Pooled features, `C` per caption, in sample order.
+    pub pooled: Vec<f32>,
     tokens: Vec<Vec<f32>>,
 }
 
@@ -253,41 +256,61 @@ pub enum CaptionText<'a> {
     Encoded(CaptionTable),
 }
 
-/// Encodes every caption of `src` in batches of 64, updating `bar`.
+/// Encodes every distinct caption of `src` once, in batches of 64, updating `bar`.
 pub fn encode_captions(
     src: &dyn MotionSource,
     encoder: &dyn TextEncoder,
     keep_tokens: bool,
     bar: &ProgressBar,
 ) -> Result<CaptionTable> {
-    let mut table = CaptionTable {
-        dim: encoder.dim(),
-        first: Vec::with_capacity(src.len()),
-        pooled: Vec::new(),
-        tokens: Vec::new(),
-    };
-    let mut all: Vec<&str> = Vec::new();
+    let dim = encoder.dim();
+    // Caption k of the table (sample order) is distinct caption `which[k]`.
+    let mut first = Vec::with_capacity(src.len());
+    let mut which = Vec::new();
+    let mut distinct: Vec<&str> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
     for i in 0..src.len() {
-        table.first.push(all.len());
-        all.extend(src.captions(i).iter().map(String::as_str));
+        first.push(which.len());
+        for c in src.captions(i) {
+            let next = distinct.len();
+            let k = *index.entry(c.as_str()).or_insert(next);
+            if k == next {
+                distinct.push(c.as_str());
+            }
+            which.push(k);
+        }
     }
-    for chunk in all.chunks(64) {
+    let mut pooled = Vec::with_capacity(distinct.len() * dim);
+    let mut tokens = Vec::new();
+    for chunk in distinct.chunks(64) {
         let f = encoder
             .encode(chunk)
             .with_context(|| format!("encoding captions (first: {:?})", chunk[0]))?;
         let f_cpu = |t: &Tensor| t.to_device(&Device::Cpu)?.to_dtype(DType::F32);
-        table
-            .pooled
-            .extend(f_cpu(&f.pooled)?.flatten_all()?.to_vec1::<f32>()?);
+        pooled.extend(f_cpu(&f.pooled)?.flatten_all()?.to_vec1::<f32>()?);
         if keep_tokens {
             let lengths = f_cpu(&f.mask)?.sum(1)?.to_vec1::<f32>()?;
-            let tokens = f_cpu(&f.tokens)?;
+            let t = f_cpu(&f.tokens)?;
             for (b, l) in lengths.iter().enumerate() {
-                let rows = tokens.i(b)?.narrow(0, 0, *l as usize)?;
-                table.tokens.push(rows.flatten_all()?.to_vec1::<f32>()?);
+                let rows = t.i(b)?.narrow(0, 0, *l as usize)?;
+                tokens.push(rows.flatten_all()?.to_vec1::<f32>()?);
             }
         }
         bar.inc(chunk.len() as u64);
+    }
+    let mut table = CaptionTable {
+        dim,
+        first,
+        pooled: Vec::with_capacity(which.len() * dim),
+        tokens: Vec::new(),
+    };
+    for &k in &which {
+        table
+            .pooled
+            .extend_from_slice(&pooled[k * dim..(k + 1) * dim]);
+        if keep_tokens {
+            table.tokens.push(tokens[k].clone());
+        }
     }
     Ok(table)
 }
@@ -375,12 +398,13 @@ pub fn caption_text<'a>(
     device: &Device,
     keep_tokens: bool,
 ) -> Result<(CaptionText<'a>, CaptionText<'a>)> {
-    match clip_encoder(text_encoder, device)? {
+    match self::text_encoder(text_encoder, device)? {
         None => {
             if !data.train.has_text() {
                 bail!(
                     "--text-encoder: the dataset has no precomputed caption_clip/ features; pass \
-                     a CLIP text-encoder folder (e.g. --text-encoder fixtures/text_encoders/clip)"
+                     a text-encoder folder (CLIP or a sentence encoder such as all-MiniLM-L6-v2, \
+                     e.g. --text-encoder fixtures/text_encoders/clip)"
                 );
             }
             Ok((
@@ -389,13 +413,23 @@ pub fn caption_text<'a>(
             ))
         }
         Some(enc) => {
+            // Each split encodes its distinct captions once.
             let n: usize = [&data.train, &data.val]
                 .iter()
-                .map(|s| (0..s.len()).map(|i| s.captions(i).len()).sum::<usize>())
+                .map(|s| {
+                    (0..s.len())
+                        .flat_map(|i| s.captions(i))
+                        .collect::<HashSet<_>>()
+                        .len()
+                })
                 .sum();
-            let bar = progress(n as u64, 0, "{bar:30} {pos}/{len} captions encoded")?;
-            let train = encode_captions(data.train.as_ref(), &enc, keep_tokens, &bar)?;
-            let val = encode_captions(data.val.as_ref(), &enc, keep_tokens, &bar)?;
+            let bar = progress(
+                n as u64,
+                0,
+                "{bar:30} {pos}/{len} distinct captions encoded",
+            )?;
+            let train = encode_captions(data.train.as_ref(), enc.as_ref(), keep_tokens, &bar)?;
+            let val = encode_captions(data.val.as_ref(), enc.as_ref(), keep_tokens, &bar)?;
             bar.finish_and_clear();
             Ok((CaptionText::Encoded(train), CaptionText::Encoded(val)))
         }
@@ -472,12 +506,17 @@ impl CsvLog {
     }
 }
 
-/// `--text-encoder DIR`: a CLIP text-encoder folder, checked and loaded (`None` without one).
-fn clip_encoder(dir: Option<&Path>, device: &Device) -> Result<Option<tmr::ClipTextEncoder>> {
+/// `--text-encoder DIR`: a CLIP or sentence-encoder folder (told apart by its config.json),
+/// checked and loaded (`None` without one).
+fn text_encoder(
+    dir: Option<&Path>,
+    device: &Device,
+) -> Result<Option<Box<dyn TextEncoder + Send + Sync>>> {
     let Some(dir) = dir else { return Ok(None) };
     let files = ["config.json", "model.safetensors", "tokenizer.json"];
     require_folder("--text-encoder", dir, &files)?;
-    let encoder = tmr::ClipTextEncoder::from_folder(dir, device)
+    let encoder = TextEncoderKind::detect(dir)
+        .and_then(|kind| motion_dit::load_text_encoder(kind, dir, device))
         .with_context(|| format!("--text-encoder {}", dir.display()))?;
     Ok(Some(encoder))
 }

@@ -216,10 +216,10 @@ pub fn random_model_folder(
         })
         .collect::<candle::Result<_>>()?;
     let mut config = ModelConfig::new(cfg);
-    config.text_encoder = Some(TextEncoderSpec {
-        kind: TextEncoderKind::Clip,
-        folder: "text_encoder".into(),
-    });
+    config.text_encoder = Some(TextEncoderSpec::folder(
+        TextEncoderKind::Clip,
+        "text_encoder",
+    ));
     config.sampling.steps = steps;
     save_model_folder(dir, &config, &weights, normalizer)?;
     copy_dir(Path::new(CLIP), &dir.join("text_encoder"))
