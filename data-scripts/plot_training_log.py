@@ -44,6 +44,9 @@ def main() -> None:
     ap.add_argument("run", type=Path, help="a run folder holding loss.csv")
     ap.add_argument("--out", type=Path, required=True, help="PNG to write")
     ap.add_argument("--title", default=None, help="chart title [default: the run folder name]")
+    ap.add_argument("--mark", type=float, default=None, metavar="STEP",
+                    help="draw a vertical line at this step (e.g. the snapshot that was kept)")
+    ap.add_argument("--mark-label", default="kept snapshot", help="legend text of --mark")
     args = ap.parse_args()
 
     import matplotlib
@@ -66,6 +69,10 @@ def main() -> None:
             label=f"training loss ({window}-step mean)")
     if "val_loss" in val:
         ax.plot(val["step"], val["val_loss"], "o-", color="#d94801", label="validation loss")
+    if args.mark is not None:
+        for a in (ax, lr_ax):
+            a.axvline(args.mark, color="#238b45", linestyle="--", linewidth=1.2,
+                      label=args.mark_label if a is ax else None)
     ax.set_yscale("log")
     ax.set_ylabel("loss")
     ax.grid(True, which="both", alpha=0.3)

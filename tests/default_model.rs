@@ -1,0 +1,91 @@
+//! The bundled default model follows the text: for four captions, 20 seeds each, sampled with
+//! the model's own sampler settings, at least 18 motions of 5 s show what the caption says
+//! ([`motion_dit::descriptors::Expectation`] holds the thresholds).
+//!
+//! The captions' all-MiniLM-L6-v2 embeddings are committed (`fixtures/default_model/`, written
+//! by the `encode_text` example with the real encoder), so this test needs no download.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use candle::Device;
+use motion_dit::descriptors::{Expectation, Joints};
+use motion_dit::{GenerateOptions, MotionModel, Request, TextInput, TextToMotion};
+
+const SEEDS: u64 = 20;
+const MUST_PASS: usize = 18;
+
+fn embeddings_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/default_model/captions")
+}
+
+/// `(caption, embedding file)` from the fixture's `captions.json`.
+fn fixture_captions() -> Result<Vec<(String, PathBuf)>> {
+    let index = embeddings_dir().join("captions.json");
+    let text = std::fs::read_to_string(&index).with_context(|| index.display().to_string())?;
+    let json: serde_json::Value = serde_json::from_str(&text)?;
+    let rows = json["captions"]
+        .as_array()
+        .context("captions.json: no captions")?;
+    rows.iter()
+        .map(|r| {
+            let caption = r["caption"].as_str().context("caption")?.to_string();
+            let file = embeddings_dir().join(r["file"].as_str().context("file")?);
+            Ok((caption, file))
+        })
+        .collect()
+}
+
+#[test]
+fn the_default_model_follows_the_text() -> Result<()> {
+    let device = Device::Cpu;
+    let model =
+        MotionModel::from_folder_without_text_encoder(motion_dit::DEFAULT_MODEL_DIR, &device)?;
+    assert_eq!(model.config().num_cond_feats, 384, "conditioned on MiniLM");
+    let frames = (5.0 * model.fps()).round() as usize;
+    let pipe = TextToMotion::new(model);
+    let expectations = [
+        ("a person walks forward", Expectation::WalkForward),
+        ("a person jumps in place", Expectation::JumpInPlace),
+        ("a person waves the right hand", Expectation::WaveRightHand),
+        ("a person squats", Expectation::Squat),
+    ];
+    let captions = fixture_captions()?;
+    let mut failures = Vec::new();
+    for (caption, expectation) in expectations {
+        let (_, file) = captions
+            .iter()
+            .find(|(c, _)| c == caption)
+            .with_context(|| format!("no committed embedding for {caption:?}"))?;
+        let features = motion_dit::pipeline::read_text_features(file)?;
+        let requests: Vec<Request> = (0..SEEDS)
+            .map(|seed| Request {
+                text: TextInput::Features(features.clone()),
+                frames,
+                seed,
+            })
+            .collect();
+        let opts = GenerateOptions {
+            max_batch: SEEDS as usize,
+            ..GenerateOptions::for_model(pipe.model())
+        };
+        let motions = pipe.generate_with(&requests, &opts, &mut |_| {})?;
+        let mut passed = 0;
+        let mut report = Vec::new();
+        for m in &motions {
+            let (ok, what) = expectation.check(&Joints::from_tensor(&m.joints)?);
+            passed += ok as usize;
+            report.push(format!(
+                "  seed {}: {} {what}",
+                m.seed,
+                if ok { "ok" } else { "FAIL" }
+            ));
+        }
+        println!("{caption:?}: {passed}/{SEEDS}\n{}", report.join("\n"));
+        if passed < MUST_PASS {
+            failures.push(format!("{caption:?}: {passed}/{SEEDS} (need {MUST_PASS})"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("; "));
+    Ok(())
+}
