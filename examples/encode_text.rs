@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use candle::IndexOp;
 use clap::Parser;
-use motion_dit::{PipelineError, TextEncoderKind};
+use motion_dit::PipelineError;
 use serde_json::json;
 
 /// Encode captions with a text encoder and write the features as .npy files.
@@ -74,8 +74,7 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         None => motion_dit::cached_text_encoder(motion_dit::MINILM_NAME)?,
     };
     let device = candle::Device::Cpu;
-    let kind = TextEncoderKind::detect(&folder)?;
-    let encoder = motion_dit::load_text_encoder(kind, &folder, &device)?;
+    let (kind, encoder) = motion_dit::open_text_encoder(&folder, &device)?;
     motion_dit::output::ensure_writable_dir(&args.out)?;
     let mut index = Vec::with_capacity(captions.len());
     for (i, caption) in captions.iter().enumerate() {

@@ -301,16 +301,11 @@ fn run(args: &Args) -> Result<(), PipelineError> {
              their generated motions are capped at {max_frames}"
         );
     }
-    let mut opts = GenerateOptions::for_model(pipeline.model());
-    if let Some(s) = args.sampler {
-        opts.sampler = s;
-    }
-    if let Some(s) = args.steps {
-        opts.steps = s;
-    }
-    if let Some(g) = args.guidance {
-        opts.guidance = g;
-    }
+    let mut opts = GenerateOptions::for_model(pipeline.model()).with_overrides(
+        args.sampler,
+        args.steps,
+        args.guidance,
+    );
     opts.max_batch = args.batch_size;
     let gen_bar = bar(
         requests.len(),

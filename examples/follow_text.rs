@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use motion_dit::descriptors::{Expectation, Joints};
+use motion_dit::descriptors::Expectation;
 use motion_dit::diffusion::SamplerKind;
 use motion_dit::{GenerateOptions, MotionModel, PipelineError, Request, TextToMotion};
 use serde_json::json;
@@ -126,10 +126,8 @@ fn run(args: &Args) -> Result<(), PipelineError> {
     };
     let model = MotionModel::from_folder(&dir, &candle::Device::Cpu)?;
     let frames = (args.seconds * model.fps()).round() as usize;
-    let mut opts = GenerateOptions::for_model(&model);
-    opts.sampler = args.sampler.unwrap_or(opts.sampler);
-    opts.steps = args.steps.unwrap_or(opts.steps);
-    opts.guidance = args.guidance.unwrap_or(opts.guidance);
+    let mut opts =
+        GenerateOptions::for_model(&model).with_overrides(args.sampler, args.steps, args.guidance);
     opts.max_batch = args.seeds as usize;
     let pipe = TextToMotion::new(model);
     println!(
@@ -165,17 +163,8 @@ fn run(args: &Args) -> Result<(), PipelineError> {
                 .map(|seed| Request::caption(*caption, frames, seed))
                 .collect();
             let motions = pipe.generate_with(&requests, &opts, &mut |_| {})?;
-            let mut passed = 0;
-            let mut details = Vec::new();
-            for m in &motions {
-                let (ok, what) = expectation.check(&Joints::from_tensor(&m.joints)?);
-                passed += ok as usize;
-                details.push(format!(
-                    "      seed {}: {} {what}",
-                    m.seed,
-                    if ok { "ok" } else { "FAIL" }
-                ));
-            }
+            let report = expectation.check_motions(&motions)?;
+            let passed = report.passed;
             let kind = if k == 0 {
                 "training phrasing"
             } else {
@@ -183,7 +172,7 @@ fn run(args: &Args) -> Result<(), PipelineError> {
             };
             println!("{:>3}/{} {caption:?} ({kind})", passed, args.seeds);
             if args.verbose {
-                println!("{}", details.join("\n"));
+                println!("      {}", report.lines.join("\n      "));
             }
             rows.push(json!({
                 "expectation": format!("{expectation:?}"),

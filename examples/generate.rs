@@ -190,16 +190,8 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         (None, Some(s)) => ((s * model.fps() as f64).round() as usize).max(1),
         (None, None) => model.max_frames().min((6.0 * model.fps()).round() as usize),
     };
-    let mut opts = GenerateOptions::for_model(&model);
-    if let Some(s) = args.sampler {
-        opts.sampler = s;
-    }
-    if let Some(s) = args.steps {
-        opts.steps = s;
-    }
-    if let Some(g) = args.guidance {
-        opts.guidance = g;
-    }
+    let mut opts =
+        GenerateOptions::for_model(&model).with_overrides(args.sampler, args.steps, args.guidance);
     opts.max_batch = args.batch_size;
     let requests: Vec<Request> = texts
         .iter()

@@ -203,6 +203,35 @@ impl Expectation {
     }
 }
 
+/// How many of `motions` meet an expectation, with one report line per motion
+/// (`seed N: ok|FAIL <measured values>`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckReport {
+    /// Motions that pass.
+    pub passed: usize,
+    /// One line per motion, in order.
+    pub lines: Vec<String>,
+}
+
+impl Expectation {
+    /// Checks every motion's joints ([`Expectation::check`]).
+    pub fn check_motions(self, motions: &[crate::Motion]) -> Result<CheckReport> {
+        let mut report = CheckReport {
+            passed: 0,
+            lines: Vec::with_capacity(motions.len()),
+        };
+        for m in motions {
+            let (ok, what) = self.check(&Joints::from_tensor(&m.joints)?);
+            report.passed += ok as usize;
+            let verdict = if ok { "ok" } else { "FAIL" };
+            report
+                .lines
+                .push(format!("seed {}: {verdict} {what}", m.seed));
+        }
+        Ok(report)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -314,11 +314,8 @@ impl TextSource {
         device: &Device,
     ) -> Result<Self> {
         if let Some(dir) = text_encoder {
-            let kind = crate::TextEncoderKind::detect(dir)?;
-            return Ok(Self::Encoder(
-                crate::load_text_encoder(kind, dir, device)?,
-                dir.to_path_buf(),
-            ));
+            let (_, encoder) = crate::open_text_encoder(dir, device)?;
+            return Ok(Self::Encoder(encoder, dir.to_path_buf()));
         }
         if data_has_text {
             return Ok(Self::Dataset(data.to_path_buf()));
@@ -364,36 +361,49 @@ impl TextSource {
                 format!("{}/caption_clip", data.display())
             }
             TextSource::Encoder(encoder, dir) => {
-                for chunk in samples.chunks(64) {
-                    let captions: Vec<&str> = chunk.iter().map(|s| s.caption.as_str()).collect();
-                    let f = encoder.encode(&captions)?;
-                    let lengths = f.mask.to_device(&Device::Cpu)?.sum(1)?.to_vec1::<f32>()?;
-                    let tokens = f.tokens.to_device(&Device::Cpu)?;
-                    let pooled = f.pooled.to_device(&Device::Cpu)?;
-                    for (b, l) in lengths.iter().enumerate() {
-                        out.push(CaptionFeatures {
-                            pooled: Some(pooled.i(b)?),
-                            tokens: tokens.i(b)?.narrow(0, 0, *l as usize)?.contiguous()?,
-                        });
-                    }
-                    on_done(out.len());
-                }
+                encode_in_chunks(encoder.as_ref(), samples, &mut out, on_done)?;
                 format!("text encoder {}", dir.display())
             }
             TextSource::Model => {
-                for s in samples {
-                    let (pooled, tokens) = pipeline.encode_caption(&s.caption)?;
-                    out.push(CaptionFeatures {
-                        pooled: Some(pooled.to_device(&Device::Cpu)?),
-                        tokens: tokens.to_device(&Device::Cpu)?,
-                    });
-                    on_done(out.len());
-                }
+                let encoder =
+                    pipeline
+                        .model()
+                        .text_encoder()
+                        .ok_or_else(|| PipelineError::Option {
+                            name: "text encoder".into(),
+                            reason: "the model has no text encoder".into(),
+                        })?;
+                encode_in_chunks(encoder, samples, &mut out, on_done)?;
                 "the model folder's text encoder".to_string()
             }
         };
         Ok((out, label))
     }
+}
+
+/// Encodes the samples' captions 64 at a time into `out` (pooled vector and the valid token
+/// states of each), calling `on_done` with the count so far.
+fn encode_in_chunks(
+    encoder: &dyn TextEncoder,
+    samples: &[EvalSample],
+    out: &mut Vec<CaptionFeatures>,
+    on_done: &mut dyn FnMut(usize),
+) -> Result<()> {
+    for chunk in samples.chunks(64) {
+        let captions: Vec<&str> = chunk.iter().map(|s| s.caption.as_str()).collect();
+        let f = encoder.encode(&captions)?;
+        let lengths = f.mask.to_device(&Device::Cpu)?.sum(1)?.to_vec1::<f32>()?;
+        let tokens = f.tokens.to_device(&Device::Cpu)?;
+        let pooled = f.pooled.to_device(&Device::Cpu)?;
+        for (b, l) in lengths.iter().enumerate() {
+            out.push(CaptionFeatures {
+                pooled: Some(pooled.i(b)?),
+                tokens: tokens.i(b)?.narrow(0, 0, *l as usize)?.contiguous()?,
+            });
+        }
+        on_done(out.len());
+    }
+    Ok(())
 }
 
 /// Stacks `[F_i, C]` sequences into a zero-padded `[B, max F, C]` batch and its mask `[B, F]`

@@ -32,8 +32,8 @@ pub mod whitening;
 pub use error::{PipelineError, Result};
 pub use model::{
     FETCH_MINILM_HINT, MINILM_NAME, ModelConfig, ModelSource, MotionModel, SamplingDefaults,
-    TextEncoderKind, TextEncoderSpec, cached_text_encoder, load_text_encoder, save_model_folder,
-    text_encoder_cache_dir,
+    TextEncoderKind, TextEncoderSpec, cached_text_encoder, load_text_encoder, open_text_encoder,
+    save_model_folder, text_encoder_cache_dir,
 };
 pub use pipeline::{GenerateOptions, Motion, Progress, Request, TextInput, TextToMotion};
 

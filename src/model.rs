@@ -391,6 +391,16 @@ fn resolve(dir: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// Loads the text encoder of a Hugging Face folder, its kind read from its `config.json`
+/// ([`TextEncoderKind::detect`]).
+pub fn open_text_encoder(
+    folder: &Path,
+    device: &Device,
+) -> Result<(TextEncoderKind, Box<dyn TextEncoder + Send + Sync>)> {
+    let kind = TextEncoderKind::detect(folder)?;
+    Ok((kind, load_text_encoder(kind, folder, device)?))
+}
+
 /// Loads a text encoder of `kind` from a Hugging Face folder.
 pub fn load_text_encoder(
     kind: TextEncoderKind,
@@ -729,18 +739,20 @@ mod tests {
 
     #[test]
     fn the_cache_honours_xdg_cache_home_then_home() -> R {
-        let dir =
-            |x: Option<&str>, h: Option<&str>| cache_dir_from(x.map(Into::into), h.map(Into::into));
-        assert_eq!(
-            dir(Some("/x/cache"), Some("/home/u")),
-            Some(PathBuf::from("/x/cache/motion-dit/text-encoders"))
-        );
+        // Any absolute folders will do; these lie inside the package.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let (xdg, home) = (root.join("xdg-cache"), root.join("home"));
+        let dir = |x: Option<&Path>, h: Option<&Path>| {
+            cache_dir_from(
+                x.map(|p| p.as_os_str().into()),
+                h.map(|p| p.as_os_str().into()),
+            )
+        };
+        let leaf = |base: &Path| Some(base.join("motion-dit").join("text-encoders"));
+        assert_eq!(dir(Some(&xdg), Some(&home)), leaf(&xdg));
         // Unset, empty or relative XDG_CACHE_HOME: ~/.cache.
-        for xdg in [None, Some(""), Some("relative/cache")] {
-            assert_eq!(
-                dir(xdg, Some("/home/u")),
-                Some(PathBuf::from("/home/u/.cache/motion-dit/text-encoders"))
-            );
+        for x in [None, Some(Path::new("")), Some(Path::new("relative/cache"))] {
+            assert_eq!(dir(x, Some(&home)), leaf(&home.join(".cache")));
         }
         assert_eq!(dir(None, None), None);
         Ok(())

@@ -110,6 +110,20 @@ impl GenerateOptions {
         }
     }
 
+    /// These options with each given value replacing the stored one (a command line's
+    /// `--sampler`, `--steps`, `--guidance`).
+    pub fn with_overrides(
+        mut self,
+        sampler: Option<SamplerKind>,
+        steps: Option<usize>,
+        guidance: Option<f64>,
+    ) -> Self {
+        self.sampler = sampler.unwrap_or(self.sampler);
+        self.steps = steps.unwrap_or(self.steps);
+        self.guidance = guidance.unwrap_or(self.guidance);
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |name: &str, reason: String| {
             Err(PipelineError::Option {

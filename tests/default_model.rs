@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use candle::Device;
-use motion_dit::descriptors::{Expectation, Joints};
+use motion_dit::descriptors::Expectation;
 use motion_dit::{GenerateOptions, MotionModel, Request, TextInput, TextToMotion};
 
 const SEEDS: u64 = 20;
@@ -70,18 +70,12 @@ fn the_default_model_follows_the_text() -> Result<()> {
             ..GenerateOptions::for_model(pipe.model())
         };
         let motions = pipe.generate_with(&requests, &opts, &mut |_| {})?;
-        let mut passed = 0;
-        let mut report = Vec::new();
-        for m in &motions {
-            let (ok, what) = expectation.check(&Joints::from_tensor(&m.joints)?);
-            passed += ok as usize;
-            report.push(format!(
-                "  seed {}: {} {what}",
-                m.seed,
-                if ok { "ok" } else { "FAIL" }
-            ));
-        }
-        println!("{caption:?}: {passed}/{SEEDS}\n{}", report.join("\n"));
+        let report = expectation.check_motions(&motions)?;
+        let passed = report.passed;
+        println!(
+            "{caption:?}: {passed}/{SEEDS}\n  {}",
+            report.lines.join("\n  ")
+        );
         if passed < MUST_PASS {
             failures.push(format!("{caption:?}: {passed}/{SEEDS} (need {MUST_PASS})"));
         }

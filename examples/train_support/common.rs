@@ -17,7 +17,6 @@ use motion_data::{
     Batch, BatchConfig, Batcher, DataError, FEATURE_DIM, FolderDataset, FolderOptions,
     MotionSource, PackedDataset, Split, TEXT_DIM,
 };
-use motion_dit::TextEncoderKind;
 use motion_repr::Normalizer;
 use tmr::TextEncoder;
 
@@ -515,8 +514,7 @@ fn text_encoder(
     let Some(dir) = dir else { return Ok(None) };
     let files = ["config.json", "model.safetensors", "tokenizer.json"];
     require_folder("--text-encoder", dir, &files)?;
-    let encoder = TextEncoderKind::detect(dir)
-        .and_then(|kind| motion_dit::load_text_encoder(kind, dir, device))
+    let (_, encoder) = motion_dit::open_text_encoder(dir, device)
         .with_context(|| format!("--text-encoder {}", dir.display()))?;
     Ok(Some(encoder))
 }
