@@ -78,6 +78,7 @@ fn bench_default_model(c: &mut Criterion) {
         text: motion_dit::TextInput::Features(features),
         frames,
         seed: 0,
+        constraint: None,
     }];
     let mut group = c.benchmark_group("default_model");
     group.sample_size(10);

@@ -42,6 +42,11 @@ Run (from the repository root; 2 threads like the CI machine):
         [--json target/bench_dit_reference.json]
 
 Add `--only forward` or `--only ddim` to time one group, `--variants adaln` to time one network.
+
+`--only nfe` times what `cargo bench --bench samplers -- nfe/reference` times: one guided network
+evaluation (conditional and unconditional branch in one batch of 2B, `x0 = u + 3.5 (c - u)`) of
+the reference-size AdaLN DiT on a `[B, 100, 205]` batch (5 s at 20 fps, no padding), B = 1 and 32.
+A sampler's time per motion is NFE times this (its own arithmetic is under 1 %).
 """
 
 import argparse
@@ -470,6 +475,16 @@ def run_bench(args):
                                                         args.warmup, args.runs)
                 print(f"  forward/{variant}: {results[f'forward/{variant}']['median_ms']:.1f} ms",
                       file=sys.stderr, flush=True)
+        if args.only in (None, "nfe"):
+            net = reference_net("adaln", 1)
+            for b in (1, 32):
+                x, _, y, padded = bench_inputs("adaln", b, 100, gen, full_length=True)
+                g = torch.full((1,), 0.5)  # guided_x0 expands it to the doubled batch
+                name = f"nfe/reference_b{b}"
+                results[name] = time_fn(lambda: guided_x0(net, x, y, padded, g, 3.5),
+                                        args.warmup, args.runs)
+                print(f"  {name}: {results[name]['median_ms']:.1f} ms", file=sys.stderr,
+                      flush=True)
         if args.only in (None, "ddim"):
             net = reference_net("adaln", 1)
             x, _, y, padded = bench_inputs("adaln", 1, 197, gen, full_length=True)
@@ -495,7 +510,7 @@ def main():
     p.add_argument("--ddim-runs", type=int, default=3, help="timed DDIM samples (default 3)")
     p.add_argument("--ddim-steps", type=int, default=50, help="DDIM steps (default 50)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
-    p.add_argument("--only", choices=("forward", "ddim"), default=None)
+    p.add_argument("--only", choices=("forward", "ddim", "nfe"), default=None)
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     p.add_argument("--attention", choices=("sdpa", "manual"), default="sdpa",
                    help="scaled_dot_product_attention (default) or explicit matmul/softmax")

@@ -56,14 +56,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use candle::Tensor;
+#[path = "eval_support/common.rs"]
+mod common;
+
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
-use motion_dit::diffusion::SamplerKind;
-use motion_dit::evaluate::{self, EvalReport, EvalSettings, ScoreConfig, TmrFiles, motion_seed};
+use common::{ModelArgs, bar};
+use motion_dit::diffusion::{SamplerKind, TimeGrid};
+use motion_dit::evaluate::{self, EvalReport, EvalSettings, ScoreConfig, TmrFiles};
 use motion_dit::metrics::{BootstrapConfig, PrdcConfig, RecallFormula};
 use motion_dit::motion_data::{FolderDataset, FolderOptions, MotionSource, Split};
-use motion_dit::{GenerateOptions, MotionModel, PipelineError, Request, TextInput, TextToMotion};
+use motion_dit::{GenerateOptions, PipelineError};
 
 /// Evaluate a motion model on a test split with the TMR evaluator.
 #[derive(Debug, Parser)]
@@ -75,30 +77,8 @@ struct Args {
     /// Split to evaluate on: train, val or test.
     #[arg(long, default_value = "test")]
     split: String,
-    /// A model folder of ours, or a reference `.ckpt` / `.pt` / `.safetensors` (with
-    /// --stats). Defaults to the bundled default model, when there is one.
-    #[arg(long, value_name = "PATH")]
-    checkpoint: Option<PathBuf>,
-    /// Path stem of the model's mean/std statistics (`data/stats/tmr-rifke` for
-    /// `tmr-rifke-mean.pt` + `tmr-rifke-std.pt`).
-    #[arg(long, value_name = "STEM")]
-    stats: Option<PathBuf>,
-    /// Attention heads of a reference checkpoint (not stored in its weights).
-    #[arg(long, default_value_t = 16)]
-    heads: usize,
-    /// A text-encoder folder (config.json, model.safetensors, tokenizer.json; CLIP or a sentence
-    /// encoder) whose features condition the model and feed the TMR text encoder [default: the dataset's
-    /// caption_clip/ features, else the model folder's text encoder].
-    #[arg(long, value_name = "DIR")]
-    text_encoder: Option<PathBuf>,
-    /// The TMR evaluator folder (checkpoints/tmr-{motion,text}_encoder.pt, optional
-    /// checkpoints/tmr_config.json and stats/tmr-rifke-*), e.g. the `train_tmr` output
-    /// [default: the bundled evaluator of the synthetic set, assets/default_evaluator].
-    #[arg(long, value_name = "DIR", default_value = motion_dit::DEFAULT_EVALUATOR_DIR)]
-    tmr: PathBuf,
-    /// Path stem of the TMR motion statistics [default: the TMR folder's, else the model's].
-    #[arg(long, value_name = "STEM")]
-    tmr_stats: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Number of batches of test motions.
     #[arg(long, default_value_t = 10)]
     batches: usize,
@@ -106,12 +86,16 @@ struct Args {
     /// motions sampled at once.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// Sampler: ddpm, ddim or dpm++. Default: the model's.
+    /// Sampler: ddpm, ddim, dpm++ (DPM-Solver++(2M)), dpm++3m or unipc. Default: the model's.
     #[arg(long)]
     sampler: Option<SamplerKind>,
     /// Denoiser calls. Default: the model's.
     #[arg(long)]
     steps: Option<usize>,
+    /// Time grid of the sampler: uniform (the reference's), logsnr or power:RHO. Default: the
+    /// model's.
+    #[arg(long)]
+    grid: Option<TimeGrid>,
     /// Classifier-free guidance weight. Default: the model's (3.5 for the reference).
     #[arg(long)]
     guidance: Option<f64>,
@@ -152,12 +136,6 @@ fn option(name: &str, reason: impl Into<String>) -> PipelineError {
         name: name.into(),
         reason: reason.into(),
     }
-}
-
-fn bar(len: usize, template: &str) -> ProgressBar {
-    ProgressBar::new(len as u64).with_style(
-        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
-    )
 }
 
 fn run(args: &Args) -> Result<(), PipelineError> {
@@ -212,11 +190,9 @@ fn run(args: &Args) -> Result<(), PipelineError> {
                 .into(),
         });
     }
-    let tmr_files = TmrFiles::find(&args.tmr)?;
-    let checkpoint = match &args.checkpoint {
-        Some(p) => p.clone(),
-        None => motion_dit::default_model_path()?,
-    };
+    // Checked before anything heavy is read.
+    TmrFiles::find(&args.model.tmr)?;
+    let checkpoint = args.model.checkpoint()?;
     motion_dit::output::ensure_writable_dir(&args.out)?;
 
     let wanted = args.batches.saturating_mul(args.batch_size);
@@ -252,109 +228,54 @@ fn run(args: &Args) -> Result<(), PipelineError> {
     })?;
 
     let text_source = evaluate::TextSource::choose(
-        args.text_encoder.as_deref(),
+        args.model.text_encoder.as_deref(),
         &args.data,
         data.has_text(),
         &checkpoint,
         &device,
     )?;
-    let model = MotionModel::load(&checkpoint, args.stats.as_deref(), args.heads, &device)?;
-    let (tmr, tmr_stats) =
-        tmr_files.load(args.tmr_stats.as_deref(), model.normalizer(), &device)?;
-    let pipeline = TextToMotion::new(model);
-
-    let encode_bar = bar(samples.len(), "encoding {bar:30} {pos}/{len} captions");
-    let (texts, text_label) = text_source.caption_features(&samples, &pipeline, &mut |d| {
-        encode_bar.set_position(d as u64)
-    })?;
-    encode_bar.finish_and_clear();
-    let cond_width = pipeline.model().config().num_cond_feats;
-    let sequential = pipeline.model().config().variant.sequential_condition();
-    if let Some(t) = texts.first().map(|t| &t.tokens)
-        && t.dims()[1] != cond_width
-    {
-        return Err(option(
-            "text features",
-            format!(
-                "{text_label} gives {}-d token features but the model is conditioned on \
-                 {cond_width}-d features",
-                t.dims()[1]
-            ),
-        ));
-    }
-
-    // Generation at the real lengths (capped at the model's longest motion).
-    let max_frames = pipeline.model().max_frames();
-    let requests: Vec<Request> = samples
-        .iter()
-        .zip(&texts)
-        .map(|(s, t)| Request {
-            text: TextInput::Features(t.condition(sequential)),
-            frames: s.frames().min(max_frames),
-            seed: motion_seed(args.seed, s.index),
-        })
-        .collect();
-    let capped = samples.iter().filter(|s| s.frames() > max_frames).count();
-    if capped > 0 {
+    let loaded = args.model.load(&device)?;
+    let eval = common::prepare(&loaded, samples, &text_source, args.seed, args.batch_size)?;
+    let (pipeline, tmr) = (&loaded.pipeline, &loaded.tmr);
+    if eval.capped > 0 {
+        let max_frames = pipeline.model().max_frames();
         eprintln!(
-            "note: {capped} real motions are longer than the model's {max_frames} frames: \
-             their generated motions are capped at {max_frames}"
+            "note: {} real motions are longer than the model's {max_frames} frames: their \
+             generated motions are capped at {max_frames}",
+            eval.capped
         );
     }
-    let mut opts = GenerateOptions::for_model(pipeline.model()).with_overrides(
-        args.sampler,
-        args.steps,
-        args.guidance,
-    );
+    let mut opts = GenerateOptions::for_model(pipeline.model())
+        .with_overrides(args.sampler, args.steps, args.guidance)
+        .with_grid(args.grid);
     opts.max_batch = args.batch_size;
-    let gen_bar = bar(
-        requests.len(),
-        "generating {bar:30} {pos}/{len} motions [{elapsed_precise} < {eta_precise}]",
+    let run_bar = bar(
+        eval.len(),
+        "{msg:10} {bar:30} {pos}/{len} motions [{elapsed_precise} < {eta_precise}]",
     );
-    let mut generated = Vec::with_capacity(requests.len());
-    for chunk in requests.chunks(args.batch_size) {
-        let start = generated.len();
-        let motions = pipeline.generate_with(chunk, &opts, &mut |p| {
-            let frac = p.done as f64 / p.total.max(1) as f64;
-            gen_bar.set_position((start as f64 + frac * chunk.len() as f64).floor() as u64);
-        })?;
-        generated.extend(motions);
-        gen_bar.set_position(generated.len() as u64);
-    }
-    gen_bar.finish_and_clear();
-
-    // TMR embeddings.
-    let emb_bar = bar(2 * samples.len(), "embedding {bar:30} {pos}/{len} motions");
-    let real_feats: Vec<&Tensor> = samples.iter().map(|s| &s.features).collect();
-    let gen_feats: Vec<&Tensor> = generated.iter().map(|m| &m.features).collect();
-    let n = samples.len();
-    let real_emb =
-        evaluate::embed_motions(&tmr, &real_feats, args.batch_size, &device, &mut |d| {
-            emb_bar.set_position(d as u64)
-        })?;
-    let gen_emb = evaluate::embed_motions(&tmr, &gen_feats, args.batch_size, &device, &mut |d| {
-        emb_bar.set_position((n + d) as u64)
+    let run = eval.run(pipeline, tmr, &opts, &score_cfg, &mut |stage, done, _| {
+        run_bar.set_message(stage.to_string());
+        run_bar.set_position(done as u64);
     })?;
-    let token_refs: Vec<&Tensor> = texts.iter().map(|t| &t.tokens).collect();
-    let text_emb = evaluate::embed_texts(&tmr, &token_refs, args.batch_size, &device)?;
-    emb_bar.finish_and_clear();
-
-    let generated_set = evaluate::score(&real_emb, &gen_emb, &text_emb, &score_cfg)?;
-    let real_set = evaluate::score(&real_emb, &real_emb, &text_emb, &score_cfg)?;
+    run_bar.finish_and_clear();
+    let n = eval.len();
+    let generated_set = run.metrics;
+    let real_set = eval.real_metrics(&score_cfg)?;
     let settings = EvalSettings {
         data: args.data.clone(),
         split: split.name().to_string(),
         checkpoint: checkpoint.clone(),
-        tmr: args.tmr.clone(),
-        tmr_stats,
-        text_features: text_label,
+        tmr: args.model.tmr.clone(),
+        tmr_stats: loaded.tmr_stats.clone(),
+        text_features: eval.text_label.clone(),
         samples: n,
         batch_size: args.batch_size,
         sampler: opts.sampler.name().to_string(),
         steps: opts.steps,
+        grid: opts.grid.label(),
         guidance: opts.guidance,
         seed: args.seed,
-        capped_lengths: capped,
+        capped_lengths: eval.capped,
         score: score_cfg,
     };
     let report = EvalReport::new(settings, &generated_set, &real_set);

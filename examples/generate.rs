@@ -21,6 +21,10 @@
 //!     --stats data/stats/tmr-rifke --text-features data/caption_clip/seq/000021.npy --out out/ref
 //! ```
 //!
+//! Editing with the same model: `--prefix FILE.npy` continues a motion (its frames become the
+//! first ones of every generated motion), `--keyframes FILE.json` passes through given poses
+//! (in-betweening); see `motion_dit::editing` and `docs/editing.md`.
+//!
 //! Per motion it writes `NNN.features.npy` (`[F, 205]` raw SMPL-RIFKE), `NNN.joints.npy`
 //! (`[F, 24, 3]`, metres, Z up), `NNN.bvh`, `NNN.glb`, `NNN.gif` (and `NNN.mp4` with `--mp4`,
 //! `NNN.png` with `--contact-sheet`), then `manifest.json`. Motion `i` uses seed `--seed + i`.
@@ -30,7 +34,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use motion_dit::diffusion::SamplerKind;
+use motion_dit::candle::Device;
+use motion_dit::diffusion::{SamplerKind, TimeGrid};
+use motion_dit::editing::{Constraint, KeyframeFile, TimelineFile, seam_jerk};
 use motion_dit::output::{FileOptions, Manifest, ManifestEntry};
 use motion_dit::{
     GenerateOptions, ModelConfig, MotionModel, PipelineError, Request, TextEncoderKind, TextInput,
@@ -73,12 +79,16 @@ struct Args {
     /// Length in seconds (at the model's fps).
     #[arg(long, allow_negative_numbers = true)]
     seconds: Option<f64>,
-    /// Sampler: ddpm, ddim or dpm++ (DPM-Solver++(2M)). Default: the model's.
+    /// Sampler: ddpm, ddim, dpm++ (DPM-Solver++(2M)), dpm++3m or unipc. Default: the model's.
     #[arg(long)]
     sampler: Option<SamplerKind>,
     /// Denoiser calls. Default: the model's.
     #[arg(long)]
     steps: Option<usize>,
+    /// Time grid of the sampler: uniform (the reference's), logsnr or power:RHO. Default: the
+    /// model's.
+    #[arg(long)]
+    grid: Option<TimeGrid>,
     /// Classifier-free guidance weight. Default: the model's (3.5 for the reference).
     #[arg(long)]
     guidance: Option<f64>,
@@ -111,6 +121,152 @@ struct Args {
     /// fail with the command that fetches it instead.
     #[arg(long)]
     no_fetch: bool,
+    /// Continue a motion: raw SMPL-RIFKE features `[P, 205]` (e.g. an earlier
+    /// `NNN.features.npy`) become the first P frames of every generated motion, which must be
+    /// longer.
+    #[arg(long, value_name = "FILE.npy")]
+    prefix: Option<PathBuf>,
+    /// In-betweening: a JSON file of poses to pass through,
+    /// `{"keyframes": [{"frame": 0, "motion": "a.npy", "motion_frame": -1}, {"frame": -1,
+    /// "motion": "b.npy"}]}` (negative frames count from the end; `"channels": "all"` also fixes
+    /// the root's velocity, default `"pose"`; `"features": [205 values]` instead of a motion).
+    #[arg(long, value_name = "FILE.json", conflicts_with = "prefix")]
+    keyframes: Option<PathBuf>,
+
+    /// A timeline sampled as ONE continuous motion: a JSON list of `{"caption": ...,
+    /// "seconds": ...}` (or `{"segments": [...], "overlap_seconds": 1.0}`); segments may be
+    /// longer than the model's longest motion. Replaces --prompt.
+    #[arg(
+        long,
+        value_name = "FILE.json",
+        conflicts_with_all = ["prompts", "prompts_file", "text_features", "prefix", "keyframes"]
+    )]
+    timeline: Option<PathBuf>,
+    /// Seconds of blending where two timeline segments meet [default: the file's, else 1].
+    #[arg(long)]
+    overlap: Option<f64>,
+}
+
+/// The model; its folder's text encoder only when captions need it (fetched into the cache
+/// first unless --no-fetch).
+fn load_model(
+    args: &Args,
+    checkpoint: &Path,
+    needs_text: bool,
+    device: &Device,
+) -> Result<MotionModel, PipelineError> {
+    if !needs_text || args.text_encoder.is_some() {
+        return MotionModel::load_without_text_encoder(
+            checkpoint,
+            args.stats.as_deref(),
+            args.heads,
+            device,
+        );
+    }
+    if checkpoint.is_dir() && !args.no_fetch {
+        fetch_cached_encoder(checkpoint)?;
+    }
+    MotionModel::load(checkpoint, args.stats.as_deref(), args.heads, device)
+}
+
+/// `--timeline`: one continuous motion from a list of captions and durations.
+fn run_timeline(args: &Args, path: &Path, device: &Device) -> Result<(), PipelineError> {
+    let file = TimelineFile::read(path)?;
+    let overlap_s = args.overlap.or(file.overlap_seconds()).unwrap_or(1.0);
+    if !(overlap_s.is_finite() && overlap_s > 0.0) {
+        return Err(PipelineError::Option {
+            name: "--overlap".into(),
+            reason: format!("{overlap_s} s must be positive"),
+        });
+    }
+    motion_dit::output::ensure_writable_dir(&args.out)?;
+    let body = motion_dit::output::load_body(args.body.as_deref())?;
+    let checkpoint = args
+        .checkpoint
+        .clone()
+        .map(Ok)
+        .unwrap_or_else(motion_dit::default_model_path)?;
+    let needs_text = !file.has_all_features();
+    let mut model = load_model(args, &checkpoint, needs_text, device)?;
+    if let Some(dir) = &args.text_encoder {
+        let enc = motion_dit::model::load_text_encoder(args.text_encoder_kind, dir, device)?;
+        model = model.with_text_encoder(enc)?;
+    }
+    let fps = model.fps();
+    let segments = file.segments(path, fps)?;
+    let overlap = ((overlap_s * fps as f64).round() as usize).max(2);
+    let opts = GenerateOptions::for_model(&model)
+        .with_overrides(args.sampler, args.steps, args.guidance)
+        .with_grid(args.grid);
+    let pipeline = TextToMotion::new(model);
+    let bar = ProgressBar::new(opts.steps as u64).with_style(
+        ProgressStyle::with_template("sampling {bar:30} {pos}/{len} steps {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let start = std::time::Instant::now();
+    let mut motion =
+        pipeline.generate_timeline(&segments, args.seed, overlap, &opts, &mut |p| {
+            bar.set_position(p.done as u64)
+        })?;
+    motion.caption = Some(file.captions().join(" | "));
+    bar.finish_and_clear();
+    let sampling_s = start.elapsed().as_secs_f64();
+    let label = motion.caption.clone().unwrap_or_default();
+    let file_opts = FileOptions {
+        mp4: args.mp4,
+        contact_sheet: args.contact_sheet,
+        size: args.size,
+        ..FileOptions::default()
+    };
+    let files = motion_dit::output::write_motion_files(
+        &args.out, "000", &motion, &body, &label, &file_opts,
+    )?;
+    let mut manifest = Manifest::default();
+    manifest.motions.push(ManifestEntry {
+        caption: label.clone(),
+        seed: motion.seed,
+        frames: motion.frames(),
+        fps: motion.fps,
+        sampler: opts.sampler.name().into(),
+        steps: opts.steps,
+        guidance: opts.guidance,
+        grid: opts.grid.label(),
+        files,
+    });
+    let manifest_path = manifest.write(&args.out)?;
+    if let Some(entry) = manifest.motions.first() {
+        for file in entry.files.values() {
+            println!("  {}", display(&args.out, file));
+        }
+    }
+    let plan_seams: Vec<usize> = segments
+        .iter()
+        .scan(0, |acc, s| {
+            *acc += s.frames;
+            Some(*acc)
+        })
+        .take(segments.len().saturating_sub(1))
+        .collect();
+    println!(
+        "{} segments, {} frames ({:.1} s) sampled jointly in {sampling_s:.2} s ({} {} steps, \
+         guidance {}, {overlap} frames of overlap)",
+        segments.len(),
+        motion.frames(),
+        motion.seconds(),
+        opts.sampler,
+        opts.steps,
+        opts.guidance
+    );
+    if !plan_seams.is_empty() && motion.frames() >= 8 {
+        let (at_seams, inside) = seam_jerk(&motion.joints, motion.fps, &plan_seams, 3)?;
+        println!(
+            "jerk within 3 frames of the seams {at_seams:.1} m/s^3, elsewhere {inside:.1} m/s^3 \
+             (ratio {:.2})",
+            at_seams / inside.max(f32::MIN_POSITIVE)
+        );
+    }
+    println!("wrote {}", manifest_path.display());
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -126,6 +282,9 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<(), PipelineError> {
     let device = motion_dit::device_from_name(&args.device)?;
+    if let Some(path) = &args.timeline {
+        return run_timeline(args, path, &device);
+    }
     // Everything a user can get wrong is checked before the model is loaded.
     let mut texts: Vec<(String, TextInput)> = args
         .prompts
@@ -165,10 +324,10 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         .clone()
         .map(Ok)
         .unwrap_or_else(motion_dit::default_model_path)?;
-    if checkpoint.is_dir() && !args.no_fetch {
-        fetch_cached_encoder(&checkpoint)?;
-    }
-    let mut model = MotionModel::load(&checkpoint, args.stats.as_deref(), args.heads, &device)?;
+    let needs_text = texts
+        .iter()
+        .any(|(_, t)| matches!(t, TextInput::Caption(_)));
+    let mut model = load_model(args, &checkpoint, needs_text, &device)?;
     if let Some(dir) = &args.text_encoder {
         let enc = motion_dit::model::load_text_encoder(args.text_encoder_kind, dir, &device)?;
         model = model.with_text_encoder(enc)?;
@@ -190,9 +349,27 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         (None, Some(s)) => ((s * model.fps() as f64).round() as usize).max(1),
         (None, None) => model.max_frames().min((6.0 * model.fps()).round() as usize),
     };
-    let mut opts =
-        GenerateOptions::for_model(&model).with_overrides(args.sampler, args.steps, args.guidance);
+    let mut opts = GenerateOptions::for_model(&model)
+        .with_overrides(args.sampler, args.steps, args.guidance)
+        .with_grid(args.grid);
     opts.max_batch = args.batch_size;
+    let constraint = match (&args.prefix, &args.keyframes) {
+        (Some(path), _) => {
+            let prefix = motion_dit::editing::read_features(path)?;
+            Some(Constraint::prefix(&prefix, frames).map_err(|e| match e {
+                PipelineError::Option { reason, .. } => PipelineError::Option {
+                    name: "--prefix".into(),
+                    reason: format!("{}: {reason}", path.display()),
+                },
+                other => other,
+            })?)
+        }
+        (None, Some(path)) => {
+            let keys = KeyframeFile::read(path)?.keyframes(path, frames)?;
+            Some(Constraint::keyframes(frames, &keys)?)
+        }
+        (None, None) => None,
+    };
     let requests: Vec<Request> = texts
         .iter()
         .enumerate()
@@ -200,6 +377,7 @@ fn run(args: &Args) -> Result<(), PipelineError> {
             text: text.clone(),
             frames,
             seed: args.seed.wrapping_add(i as u64),
+            constraint: constraint.clone(),
         })
         .collect();
     let pipeline = TextToMotion::new(model);
@@ -240,6 +418,7 @@ fn run(args: &Args) -> Result<(), PipelineError> {
             sampler: opts.sampler.name().into(),
             steps: opts.steps,
             guidance: opts.guidance,
+            grid: opts.grid.label(),
             files,
         });
         bar.inc(1);
@@ -267,6 +446,31 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         opts.steps,
         opts.guidance
     );
+    if let Some(c) = &constraint {
+        for (i, m) in motions.iter().enumerate() {
+            let err = c.max_error(&m.features)?;
+            let fixed = c.fixed_frames()?;
+            // The seams: where fixed and free frames meet.
+            let seams: Vec<usize> = (1..m.frames())
+                .filter(|&t| fixed.contains(&t) != fixed.contains(&(t - 1)))
+                .collect();
+            let jerk = if m.frames() >= 8 && !seams.is_empty() {
+                let (at, inside) = seam_jerk(&m.joints, m.fps, &seams, 3)?;
+                format!(
+                    ", jerk within 3 frames of the {} seam(s) {at:.1} m/s^3, elsewhere \
+                     {inside:.1} m/s^3 (ratio {:.2})",
+                    seams.len(),
+                    at / inside.max(f32::MIN_POSITIVE)
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "motion {i}: {} fixed frame(s), largest deviation from the constraint {err:.2e}{jerk}",
+                fixed.len()
+            );
+        }
+    }
     Ok(())
 }
 

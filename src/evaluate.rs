@@ -674,6 +674,9 @@ pub struct EvalSettings {
     pub sampler: String,
     /// Denoiser calls.
     pub steps: usize,
+    /// Time grid of the sampler.
+    #[serde(default = "uniform_label")]
+    pub grid: String,
     /// Guidance weight.
     pub guidance: f64,
     /// Base seed (motion `i` uses [`motion_seed`]`(seed, i)`; also the bootstrap seed).
@@ -682,6 +685,10 @@ pub struct EvalSettings {
     pub capped_lengths: usize,
     /// Scoring settings.
     pub score: ScoreConfig,
+}
+
+fn uniform_label() -> String {
+    "uniform".into()
 }
 
 /// The content of `metrics.json`.
@@ -768,6 +775,174 @@ impl EvalReport {
             ));
         }
         out
+    }
+}
+
+/// The part of an evaluation that does not depend on how motions are sampled: the test samples,
+/// their caption features, one [`Request`](crate::Request) per sample (real length capped at the
+/// model's maximum, seed [`motion_seed`]), and the TMR embeddings of the real motions and of the
+/// captions. [`Evaluation::run`] then scores any [`GenerateOptions`](crate::GenerateOptions)
+/// against it, so a sampler sweep encodes the captions and the real motions once.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// The samples, in split order.
+    pub samples: Vec<EvalSample>,
+    /// Each sample's caption features.
+    pub texts: Vec<CaptionFeatures>,
+    /// Where the caption features came from.
+    pub text_label: String,
+    /// What is generated for each sample.
+    pub requests: Vec<crate::Request>,
+    /// Requests whose length was capped at the model's maximum.
+    pub capped: usize,
+    /// TMR embeddings of the real motions `[N, d]` (CPU).
+    pub real_emb: Tensor,
+    /// TMR embeddings of the captions `[N, d]` (CPU).
+    pub text_emb: Tensor,
+    /// Motions per network batch and per retrieval batch.
+    pub batch_size: usize,
+}
+
+/// The generated motions of one [`Evaluation::run`] and their scores.
+#[derive(Debug, Clone)]
+pub struct EvalRun {
+    /// Generated motions, one per sample.
+    pub motions: Vec<crate::Motion>,
+    /// Their TMR embeddings `[N, d]` (CPU).
+    pub embeddings: Tensor,
+    /// Scores against the real motions and the captions.
+    pub metrics: MetricSet,
+    /// Wall-clock seconds spent generating (sampling and decoding; not embedding or scoring).
+    pub generation_seconds: f64,
+}
+
+impl Evaluation {
+    /// Encodes the captions with `text_source`, checks their width against the model and the
+    /// evaluator, builds the requests with base seed `seed`, and embeds the real motions and the
+    /// captions with `tmr` in batches of `batch_size`. `on_progress(stage, done, total)` reports
+    /// `"encoding"` (captions) and `"embedding"` (real motions).
+    pub fn prepare(
+        pipeline: &crate::TextToMotion,
+        tmr: &Tmr,
+        samples: Vec<EvalSample>,
+        text_source: &TextSource,
+        seed: u64,
+        batch_size: usize,
+        on_progress: &mut dyn FnMut(&str, usize, usize),
+    ) -> Result<Self> {
+        if batch_size == 0 {
+            return Err(PipelineError::Option {
+                name: "batch size".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        let n = samples.len();
+        let (texts, text_label) = text_source
+            .caption_features(&samples, pipeline, &mut |d| on_progress("encoding", d, n))?;
+        let cfg = pipeline.model().config();
+        if let Some(t) = texts.first().map(|t| &t.tokens)
+            && t.dims()[1] != cfg.num_cond_feats
+        {
+            return Err(PipelineError::Option {
+                name: "text features".into(),
+                reason: format!(
+                    "{text_label} gives {}-d token features but the model is conditioned on \
+                     {}-d features",
+                    t.dims()[1],
+                    cfg.num_cond_feats
+                ),
+            });
+        }
+        let sequential = cfg.variant.sequential_condition();
+        let max_frames = pipeline.model().max_frames();
+        let requests: Vec<crate::Request> = samples
+            .iter()
+            .zip(&texts)
+            .map(|(s, t)| crate::Request {
+                text: crate::TextInput::Features(t.condition(sequential)),
+                frames: s.frames().min(max_frames),
+                seed: motion_seed(seed, s.index),
+                constraint: None,
+            })
+            .collect();
+        let capped = samples.iter().filter(|s| s.frames() > max_frames).count();
+        let device = pipeline.model().dit().device().clone();
+        let real_feats: Vec<&Tensor> = samples.iter().map(|s| &s.features).collect();
+        let real_emb = embed_motions(tmr, &real_feats, batch_size, &device, &mut |d| {
+            on_progress("embedding", d, n)
+        })?;
+        let token_refs: Vec<&Tensor> = texts.iter().map(|t| &t.tokens).collect();
+        let text_emb = embed_texts(tmr, &token_refs, batch_size, &device)?;
+        Ok(Self {
+            samples,
+            texts,
+            text_label,
+            requests,
+            capped,
+            real_emb,
+            text_emb,
+            batch_size,
+        })
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The real motions scored against themselves: the ceiling row.
+    pub fn real_metrics(&self, cfg: &ScoreConfig) -> Result<MetricSet> {
+        score(&self.real_emb, &self.real_emb, &self.text_emb, cfg)
+    }
+
+    /// Generates one motion per request with `opts` (in batches of at most
+    /// [`Evaluation::batch_size`]), embeds them with `tmr` and scores them.
+    /// `on_progress(stage, done, total)` reports `"generating"` (motions, fractional progress
+    /// rounded down) and `"embedding"`.
+    pub fn run(
+        &self,
+        pipeline: &crate::TextToMotion,
+        tmr: &Tmr,
+        opts: &crate::GenerateOptions,
+        cfg: &ScoreConfig,
+        on_progress: &mut dyn FnMut(&str, usize, usize),
+    ) -> Result<EvalRun> {
+        let n = self.requests.len();
+        let mut opts = opts.clone();
+        opts.max_batch = opts.max_batch.min(self.batch_size).max(1);
+        let start = std::time::Instant::now();
+        let mut motions = Vec::with_capacity(n);
+        for chunk in self.requests.chunks(self.batch_size) {
+            let done = motions.len();
+            let generated = pipeline.generate_with(chunk, &opts, &mut |p| {
+                let frac = p.done as f64 / p.total.max(1) as f64;
+                on_progress(
+                    "generating",
+                    done + (frac * chunk.len() as f64).floor() as usize,
+                    n,
+                );
+            })?;
+            motions.extend(generated);
+            on_progress("generating", motions.len(), n);
+        }
+        let generation_seconds = start.elapsed().as_secs_f64();
+        let device = pipeline.model().dit().device().clone();
+        let feats: Vec<&Tensor> = motions.iter().map(|m| &m.features).collect();
+        let embeddings = embed_motions(tmr, &feats, self.batch_size, &device, &mut |d| {
+            on_progress("embedding", d, n)
+        })?;
+        let metrics = score(&self.real_emb, &embeddings, &self.text_emb, cfg)?;
+        Ok(EvalRun {
+            motions,
+            embeddings,
+            metrics,
+            generation_seconds,
+        })
     }
 }
 

@@ -22,11 +22,13 @@
 #![warn(missing_docs)]
 
 pub mod descriptors;
+pub mod editing;
 pub mod error;
 pub mod evaluate;
 pub mod model;
 pub mod output;
 pub mod pipeline;
+pub mod sweep;
 pub mod whitening;
 
 pub use error::{PipelineError, Result};

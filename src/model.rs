@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use candle::{Device, Tensor};
-use diffusion::SamplerKind;
+use diffusion::{SamplerKind, TimeGrid};
 use dit::{Dit, DitConfig};
 use motion_repr::Normalizer;
 use serde::{Deserialize, Serialize};
@@ -209,6 +209,13 @@ pub struct SamplingDefaults {
     pub steps: usize,
     /// Classifier-free guidance weight (1 = no guidance).
     pub guidance: f64,
+    /// Time grid of the sampler (absent in older folders: the uniform grid).
+    #[serde(default, skip_serializing_if = "is_uniform")]
+    pub grid: TimeGrid,
+}
+
+fn is_uniform(g: &TimeGrid) -> bool {
+    *g == TimeGrid::Uniform
 }
 
 impl Default for SamplingDefaults {
@@ -219,6 +226,7 @@ impl Default for SamplingDefaults {
             sampler: SamplerKind::Ddim,
             steps: 50,
             guidance: diffusion::DEFAULT_GUIDANCE_WEIGHT,
+            grid: TimeGrid::Uniform,
         }
     }
 }
@@ -550,9 +558,29 @@ impl MotionModel {
         num_heads: usize,
         device: &Device,
     ) -> Result<Self> {
-        let path = path.as_ref();
+        Self::load_impl(path.as_ref(), stats_stem, num_heads, device, true)
+    }
+
+    /// As [`MotionModel::load`], without loading a model folder's text encoder (for
+    /// precomputed text features: no encoder files needed).
+    pub fn load_without_text_encoder(
+        path: impl AsRef<Path>,
+        stats_stem: Option<&Path>,
+        num_heads: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::load_impl(path.as_ref(), stats_stem, num_heads, device, false)
+    }
+
+    fn load_impl(
+        path: &Path,
+        stats_stem: Option<&Path>,
+        num_heads: usize,
+        device: &Device,
+        with_text: bool,
+    ) -> Result<Self> {
         if path.is_dir() {
-            let model = Self::from_folder(path, device)?;
+            let model = Self::read_folder(path, device, with_text)?;
             Ok(match stats_stem {
                 Some(stem) => {
                     let n = read_stats_stem(stem, device)?;

@@ -84,9 +84,16 @@ pub struct ManifestEntry {
     pub steps: usize,
     /// Guidance weight.
     pub guidance: f64,
+    /// Time grid of the sampler (`uniform`, `logsnr`, `power2`, ...).
+    #[serde(default = "uniform_grid")]
+    pub grid: String,
     /// Files written, by kind (`features`, `joints`, `bvh`, `glb`, `gif`, `mp4`, ...), relative
     /// to the manifest's folder.
     pub files: std::collections::BTreeMap<String, String>,
+}
+
+fn uniform_grid() -> String {
+    "uniform".into()
 }
 
 impl Manifest {

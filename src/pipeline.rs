@@ -22,9 +22,12 @@
 use std::collections::BTreeMap;
 
 use candle::{DType, Device, IndexOp, Tensor};
-use diffusion::{Conditioning, Denoiser, Guided, SamplerKind, SeededNoise};
+use diffusion::{
+    Conditioning, Denoiser, Guided, Inpainted, KnownPart, SamplerKind, SeededNoise, TimeGrid,
+};
 use smpl::{BodyModel, BodyOutput, BodyParams};
 
+use crate::editing::{Blended, Constraint, Segment, WindowPlan};
 use crate::error::{PipelineError, Result};
 use crate::model::MotionModel;
 
@@ -55,6 +58,9 @@ pub struct Request {
     pub frames: usize,
     /// Seed of this motion's noise.
     pub seed: u64,
+    /// Frames and channels fixed to given values (a prefix to continue, keyframes to pass
+    /// through); `None` for free generation. Its length must equal `frames`.
+    pub constraint: Option<Constraint>,
 }
 
 impl Request {
@@ -64,6 +70,7 @@ impl Request {
             text: TextInput::Caption(caption.into()),
             frames,
             seed,
+            constraint: None,
         }
     }
 
@@ -73,7 +80,14 @@ impl Request {
             text: TextInput::Features(features),
             frames,
             seed,
+            constraint: None,
         }
+    }
+
+    /// This request with `constraint` (see [`crate::editing`]).
+    pub fn with_constraint(mut self, constraint: Constraint) -> Self {
+        self.constraint = Some(constraint);
+        self
     }
 
     /// The caption, if the request has one.
@@ -96,6 +110,8 @@ pub struct GenerateOptions {
     pub guidance: f64,
     /// Most motions sampled in one network batch (memory bound); at least 1.
     pub max_batch: usize,
+    /// Where the sampler's noise levels sit (the reference's uniform time grid by default).
+    pub grid: TimeGrid,
 }
 
 impl GenerateOptions {
@@ -107,6 +123,7 @@ impl GenerateOptions {
             steps: s.steps,
             guidance: s.guidance,
             max_batch: 64,
+            grid: s.grid,
         }
     }
 
@@ -124,6 +141,26 @@ impl GenerateOptions {
         self
     }
 
+    /// These options with `grid` replacing the stored time grid when given (`--grid`).
+    pub fn with_grid(mut self, grid: Option<TimeGrid>) -> Self {
+        self.grid = grid.unwrap_or(self.grid);
+        self
+    }
+
+    /// Network evaluations per motion: one guided evaluation per step (a guided evaluation
+    /// runs the conditional and the unconditional branch in one batch).
+    pub fn nfe(&self) -> usize {
+        self.steps
+    }
+
+    /// A short label such as `dpm++ 10 steps` (with the grid when it is not the uniform one).
+    pub fn label(&self) -> String {
+        match self.grid {
+            TimeGrid::Uniform => format!("{} {} steps", self.sampler, self.steps),
+            g => format!("{} {} steps, {g} grid", self.sampler, self.steps),
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |name: &str, reason: String| {
             Err(PipelineError::Option {
@@ -139,6 +176,14 @@ impl GenerateOptions {
         }
         if self.max_batch == 0 {
             return bad("max_batch", "must be at least 1".into());
+        }
+        if let TimeGrid::Power { rho } = self.grid
+            && !(rho.is_finite() && rho > 0.0)
+        {
+            return bad(
+                "grid",
+                format!("power exponent {rho} must be positive and finite"),
+            );
         }
         Ok(())
     }
@@ -347,6 +392,15 @@ impl TextToMotion {
         if r.frames == 0 {
             return Err(bad("length must be at least 1 frame".into()));
         }
+        if let Some(c) = &r.constraint
+            && c.frames() != r.frames
+        {
+            return Err(bad(format!(
+                "its constraint covers {} frames but the motion has {}",
+                c.frames(),
+                r.frames
+            )));
+        }
         if r.frames > self.model.max_frames() {
             return Err(bad(format!(
                 "length {} frames ({:.2} s) is above the model's maximum of {} frames \
@@ -408,6 +462,150 @@ impl TextToMotion {
         })
     }
 
+    /// The batch's constraints as one known part in the model's normalised space, or `None`
+    /// when no request of the batch has one.
+    fn known_part(
+        &self,
+        requests: &[Request],
+        batch: &[usize],
+        frames: usize,
+    ) -> Result<Option<KnownPart>> {
+        if batch.iter().all(|&i| requests[i].constraint.is_none()) {
+            return Ok(None);
+        }
+        let d = self.model.config().num_feats;
+        let normalizer = self.model.normalizer().to_device(&Device::Cpu)?;
+        let mut masks = Vec::with_capacity(batch.len());
+        let mut targets = Vec::with_capacity(batch.len());
+        for &i in batch {
+            match &requests[i].constraint {
+                Some(c) => {
+                    masks.push(c.mask().clone());
+                    targets.push(normalizer.normalize(c.target())?);
+                }
+                None => {
+                    masks.push(Tensor::zeros((frames, d), DType::F32, &Device::Cpu)?);
+                    targets.push(Tensor::zeros((frames, d), DType::F32, &Device::Cpu)?);
+                }
+            }
+        }
+        let device = self.model.dit().device();
+        let mask = Tensor::stack(&masks, 0)?.to_device(device)?;
+        let target = Tensor::stack(&targets, 0)?.to_device(device)?;
+        Ok(Some(KnownPart::new(mask, target)?))
+    }
+
+    /// The network condition of a batch, one row per resolved text.
+    fn condition(&self, rows: &[&Resolved]) -> Result<Conditioning> {
+        let b = rows.len();
+        let device = self.model.dit().device();
+        Ok(if self.model.config().variant.sequential_condition() {
+            // Zero-padded to CLIP's 77 positions with a token mask, as the reference's batches
+            // (and our training batches) are: a reference-mode network attends the padding.
+            let width = self.condition_tokens();
+            let mut tokens = Vec::with_capacity(b);
+            let mut mask = Vec::with_capacity(b * width);
+            for r in rows {
+                let l = r.tokens.dims()[0];
+                tokens.push(r.tokens.pad_with_zeros(0, 0, width - l)?);
+                mask.extend((0..width).map(|k| if k < l { 1f32 } else { 0.0 }));
+            }
+            Conditioning::Tokens {
+                tokens: Tensor::stack(&tokens, 0)?,
+                mask: Some(Tensor::from_vec(mask, (b, width), device)?),
+            }
+        } else {
+            let pooled: Vec<&Tensor> = rows.iter().map(|r| &r.pooled).collect();
+            Conditioning::Pooled(Tensor::stack(&pooled, 0)?)
+        })
+    }
+
+    /// Generates ONE continuous motion from a timeline of segments (caption and length each),
+    /// jointly: the whole timeline is one latent, sampled with every segment's windows in one
+    /// network batch per step and their predictions blended over `overlap` frames where
+    /// segments meet ([`WindowPlan`]; the MultiDiffusion / DiffCollage idea of Bar-Tal et al.
+    /// 2023 and Zhang et al. 2023, as used for motion by Shafir et al.'s DoubleTake, 2024).
+    /// The seams are therefore sampled, not stitched afterwards. Segments may be longer than
+    /// the model's longest motion (they get several windows). `progress` reports the steps.
+    pub fn generate_timeline(
+        &self,
+        segments: &[Segment],
+        seed: u64,
+        overlap: usize,
+        opts: &GenerateOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Motion> {
+        opts.validate()?;
+        let seg_frames: Vec<usize> = segments.iter().map(|s| s.frames).collect();
+        let plan = WindowPlan::new(&seg_frames, self.model.max_frames(), overlap)?;
+        let resolved = segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                self.resolve(
+                    i,
+                    &Request {
+                        text: s.text.clone(),
+                        frames: plan.len,
+                        seed,
+                        constraint: None,
+                    },
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let rows: Vec<&Resolved> = plan
+            .windows
+            .iter()
+            .map(|&(_, seg)| &resolved[seg])
+            .collect();
+        let cond = self.condition(&rows)?;
+        let dit = self.model.dit();
+        let device = dit.device();
+        let guided = Guided::new(dit, opts.guidance);
+        let network: &dyn Denoiser = if opts.guidance == 1.0 { dit } else { &guided };
+        let blended = Blended {
+            net: network,
+            plan: &plan,
+            cond,
+        };
+        let mut noise = SeededNoise::new(vec![seed]);
+        let d = self.model.config().num_feats;
+        let latents = diffusion::NoiseSource::next(&mut noise, &[1, plan.frames, d], device)?;
+        let mask = Tensor::ones((1, plan.frames), DType::F32, device)?;
+        let sampler = opts.sampler.build_with(opts.steps, opts.grid);
+        let total = opts.steps;
+        let x = sampler.sample_with_callback(
+            &blended,
+            latents,
+            &Conditioning::None,
+            &mask,
+            &mut noise,
+            &mut |info| {
+                progress(Progress {
+                    done: info.index + 1,
+                    total,
+                });
+                Ok(())
+            },
+        )?;
+        let normalizer = self.model.normalizer().to_device(&Device::Cpu)?;
+        let raw = normalizer.unnormalize(&x.to_device(&Device::Cpu)?)?;
+        let captions: Vec<String> = segments
+            .iter()
+            .map(|s| match &s.text {
+                TextInput::Caption(c) => c.clone(),
+                TextInput::Features(_) => "(text features)".into(),
+                TextInput::Unconditional => "(unconditional)".into(),
+            })
+            .collect();
+        Motion::from_features(
+            raw.i(0)?.contiguous()?,
+            self.model.fps(),
+            Some(captions.join(" | ")),
+            seed,
+        )
+    }
+
     fn sample_batch(
         &self,
         requests: &[Request],
@@ -421,34 +619,22 @@ impl TextToMotion {
         let device = dit.device();
         let b = batch.len();
         let frames = requests[batch[0]].frames;
-        let cond = if cfg.variant.sequential_condition() {
-            // Zero-padded to CLIP's 77 positions with a token mask, as the reference's batches
-            // (and our training batches) are: a reference-mode network attends the padding.
-            let width = self.condition_tokens();
-            let mut tokens = Vec::with_capacity(b);
-            let mut mask = Vec::with_capacity(b * width);
-            for &i in batch {
-                let t = &resolved[i].tokens;
-                let l = t.dims()[0];
-                tokens.push(t.pad_with_zeros(0, 0, width - l)?);
-                mask.extend((0..width).map(|k| if k < l { 1f32 } else { 0.0 }));
-            }
-            Conditioning::Tokens {
-                tokens: Tensor::stack(&tokens, 0)?,
-                mask: Some(Tensor::from_vec(mask, (b, width), device)?),
-            }
-        } else {
-            let pooled: Vec<&Tensor> = batch.iter().map(|&i| &resolved[i].pooled).collect();
-            Conditioning::Pooled(Tensor::stack(&pooled, 0)?)
-        };
+        let rows: Vec<&Resolved> = batch.iter().map(|&i| &resolved[i]).collect();
+        let cond = self.condition(&rows)?;
         let seeds: Vec<u64> = batch.iter().map(|&i| requests[i].seed).collect();
         let mut noise = SeededNoise::new(seeds);
         let latents =
             diffusion::NoiseSource::next(&mut noise, &[b, frames, cfg.num_feats], device)?;
         let mask = Tensor::ones((b, frames), DType::F32, device)?;
-        let sampler = opts.sampler.build(opts.steps);
+        let sampler = opts.sampler.build_with(opts.steps, opts.grid);
         let guided = Guided::new(dit, opts.guidance);
-        let denoiser: &dyn Denoiser = if opts.guidance == 1.0 { dit } else { &guided };
+        let network: &dyn Denoiser = if opts.guidance == 1.0 { dit } else { &guided };
+        let known = self.known_part(requests, batch, frames)?;
+        let inpainted = known.as_ref().map(|k| Inpainted::new(network, k));
+        let denoiser: &dyn Denoiser = match &inpainted {
+            Some(d) => d,
+            None => network,
+        };
         let x = sampler.sample_with_callback(
             denoiser,
             latents,

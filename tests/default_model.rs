@@ -63,6 +63,7 @@ fn the_default_model_follows_the_text() -> Result<()> {
                 text: TextInput::Features(features.clone()),
                 frames,
                 seed,
+                constraint: None,
             })
             .collect();
         let opts = GenerateOptions {
@@ -81,5 +82,75 @@ fn the_default_model_follows_the_text() -> Result<()> {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("; "));
+    Ok(())
+}
+
+/// Editing with the default model: a 30-second timeline of the four captions (7.5 s each)
+/// comes out as one motion whose seams are no jerkier than 1.5x the inside, for three seeds;
+/// a continuation reproduces its prefix.
+#[test]
+fn the_default_model_edits_timelines_and_continuations() -> Result<()> {
+    use motion_dit::editing::{Constraint, Segment, seam_jerk};
+    let device = Device::Cpu;
+    let model =
+        MotionModel::from_folder_without_text_encoder(motion_dit::DEFAULT_MODEL_DIR, &device)?;
+    let fps = model.fps();
+    let pipe = TextToMotion::new(model);
+    let opts = GenerateOptions::for_model(pipe.model());
+    let captions = fixture_captions()?;
+    let features = |caption: &str| -> Result<TextInput> {
+        let (_, file) = captions
+            .iter()
+            .find(|(c, _)| c == caption)
+            .with_context(|| format!("no committed embedding for {caption:?}"))?;
+        Ok(TextInput::Features(
+            motion_dit::pipeline::read_text_features(file)?,
+        ))
+    };
+    let order = [
+        "a person walks forward",
+        "a person jumps in place",
+        "a person waves the right hand",
+        "a person squats",
+    ];
+    let seg_frames = (7.5 * fps).round() as usize;
+    let segments = order
+        .iter()
+        .map(|c| {
+            Ok(Segment {
+                text: features(c)?,
+                frames: seg_frames,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let seams: Vec<usize> = (1..4).map(|k| k * seg_frames).collect();
+    for seed in 0..3 {
+        let m = pipe.generate_timeline(&segments, seed, fps as usize, &opts, &mut |_| {})?;
+        assert_eq!(m.frames(), 4 * seg_frames);
+        let (at, inside) = seam_jerk(&m.joints, m.fps, &seams, 3)?;
+        eprintln!("timeline seed {seed}: seam jerk {at:.1}, inside {inside:.1} m/s^3");
+        assert!(
+            at <= 1.5 * inside,
+            "seed {seed}: seams {at} vs inside {inside}"
+        );
+    }
+
+    // Continue 3 s of walking with a jump.
+    let walk = pipe.generate(&[Request {
+        text: features("a person walks forward")?,
+        frames: (3.0 * fps) as usize,
+        seed: 1,
+        constraint: None,
+    }])?;
+    let frames = (6.0 * fps) as usize;
+    let constraint = Constraint::prefix(&walk[0].features, frames)?;
+    let jumps = pipe.generate(&[Request {
+        text: features("a person jumps in place")?,
+        frames,
+        seed: 3,
+        constraint: Some(constraint.clone()),
+    }])?;
+    let err = constraint.max_error(&jumps[0].features)?;
+    assert!(err < 1e-5, "prefix error {err}");
     Ok(())
 }

@@ -6,7 +6,8 @@
 //!
 //! The example binaries are run as built in `target/<profile>/examples/`: plain `cargo test`
 //! builds them; with a target filter (`cargo test --test examples_evaluate`) build them first
-//! with `cargo build --example evaluate --example train --example train_tmr`.
+//! with `cargo build --example evaluate --example sampler_sweep --example train --example
+//! train_tmr`.
 
 mod common;
 
@@ -208,18 +209,15 @@ fn evaluate_scores_generated_and_real_motions_with_intervals() -> Result<()> {
 /// The reference path: a Lightning `.ckpt` with its statistics, TMR `.pt` state dicts in a
 /// folder with their sizes, and the dataset's `caption_clip/` features as the text (no CLIP
 /// model involved). No training needed: the fixtures are the small reference artefacts.
-#[test]
-fn evaluate_runs_a_reference_checkpoint_on_caption_clip_features() -> Result<()> {
-    let dir = scratch("reference")?;
-    let data = dir.join("data");
-    dataset(&data, true)?;
+/// The small reference TMR evaluator of the fixtures in the `train_tmr` layout, with its sizes
+/// next to it (it has one layer, the published one six), in `<dir>/tmr`.
+fn reference_tmr_folder(dir: &Path) -> Result<PathBuf> {
     let fixtures = fixtures();
     let tmr = dir.join("tmr");
     let (motion_pt, text_pt) = tmr::reference_checkpoint_paths(&tmr);
     std::fs::create_dir_all(motion_pt.parent().context("checkpoints folder")?)?;
     std::fs::copy(fixtures.join("tmr_motion_small.pt"), &motion_pt)?;
     std::fs::copy(fixtures.join("tmr_text_small.pt"), &text_pt)?;
-    // The fixture evaluator has one layer (the published one six): its sizes go next to it.
     let layer = |nfeats: usize| tmr::ActorEncoderConfig {
         nfeats,
         num_layers: 1,
@@ -233,6 +231,121 @@ fn evaluate_runs_a_reference_checkpoint_on_caption_clip_features() -> Result<()>
         motion_pt.with_file_name("tmr_config.json"),
         serde_json::to_string(&cfg)?,
     )?;
+    Ok(tmr)
+}
+
+/// `sampler_sweep` on a reference checkpoint: one row per setting (baseline first) with the
+/// documented keys, the CSV and the plot, and the verdict line; a bad setting is a clean error.
+#[test]
+fn sampler_sweep_writes_rows_csv_and_plot_for_a_reference_checkpoint() -> Result<()> {
+    let dir = scratch("sweep")?;
+    let data = dir.join("data");
+    dataset(&data, true)?;
+    let fixtures = fixtures();
+    let tmr = reference_tmr_folder(&dir)?;
+    let out = dir.join("sweep");
+    let stats = fixtures.join("standardization_tmr-rifke");
+    let ckpt = fixtures.join("incontext_small.ckpt");
+    let base = [
+        "--data",
+        s(&data),
+        "--checkpoint",
+        s(&ckpt),
+        "--stats",
+        s(&stats),
+        "--heads",
+        "4",
+        "--tmr",
+        s(&tmr),
+        "--samples",
+        "8",
+        "--batch-size",
+        "8",
+        "--resamples",
+        "10",
+        "--out",
+        s(&out),
+    ];
+    let mut args = base.to_vec();
+    args.extend([
+        "--settings",
+        "ddim:2,dpm++:2,unipc:2:logsnr",
+        "--also",
+        "dpm++3m:3",
+        "--baseline",
+        "ddpm:3",
+    ]);
+    let stdout = run_ok("sampler_sweep", &args)?;
+    ensure!(stdout.contains("fewest NFE"), "{stdout}");
+    let rows: Value = serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json"))?)?;
+    let rows = rows.as_array().context("sweep.json is a list")?;
+    let settings: Vec<(String, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["sampler"].as_str().unwrap_or_default().to_string(),
+                r["steps"].as_u64().unwrap_or(0),
+                r["nfe"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let want = [
+        ("ddpm", 3),
+        ("ddim", 2),
+        ("dpm++", 2),
+        ("unipc", 2),
+        ("dpm++3m", 3),
+    ];
+    ensure!(settings.len() == want.len(), "{settings:?}");
+    for ((sampler, steps, nfe), (ws, wn)) in settings.iter().zip(want) {
+        ensure!(sampler == ws && *steps == wn && *nfe == wn, "{settings:?}");
+    }
+    ensure!(rows[3]["grid"] == "logsnr", "{}", rows[3]);
+    for r in rows {
+        ensure!(r["seconds"].as_f64().is_some_and(|t| t > 0.0), "{r}");
+        for key in ["fd", "r1", "tmr_score"] {
+            let f = |k: &str| r[key][k].as_f64().unwrap_or(f64::NAN);
+            let (v, lo, hi) = (f("value"), f("low"), f("high"));
+            ensure!(
+                lo <= v && v <= hi && lo.is_finite() && hi.is_finite(),
+                "{key} of {r}"
+            );
+        }
+    }
+    let csv = std::fs::read_to_string(out.join("sweep.csv"))?;
+    ensure!(csv.lines().count() == 1 + want.len(), "{csv}");
+    ensure!(csv.starts_with("sampler,grid,steps,nfe,"), "{csv}");
+    let png = image::open(out.join("sweep.png"))?;
+    ensure!(
+        png.width() > 1000 && png.height() > 300,
+        "{}x{}",
+        png.width(),
+        png.height()
+    );
+    ensure!(out.join("real.json").is_file());
+
+    // A bad setting is a usage error naming it; a missing dataset names the folder.
+    let mut bad = base.to_vec();
+    bad.extend(["--settings", "euler:3"]);
+    common::assert_clean_failure(
+        &common::run("sampler_sweep", &bad)?,
+        "unknown sampler \"euler\"",
+    );
+    let missing = dir.join("no-such-data");
+    let mut bad = base.to_vec();
+    bad[1] = s(&missing);
+    fails_cleanly("sampler_sweep", &bad, s(&missing))?;
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn evaluate_runs_a_reference_checkpoint_on_caption_clip_features() -> Result<()> {
+    let dir = scratch("reference")?;
+    let data = dir.join("data");
+    dataset(&data, true)?;
+    let fixtures = fixtures();
+    let tmr = reference_tmr_folder(&dir)?;
     let out = dir.join("eval");
     let stats = fixtures.join("standardization_tmr-rifke");
     let stdout = run_ok(

@@ -416,3 +416,181 @@ fn visualize_smpl_renders_a_dataset_sample() -> Result<()> {
     assert_clean_failure(&res, "no/such/data");
     Ok(())
 }
+
+fn read_features(p: &Path) -> Result<Vec<f32>> {
+    match motion_dit::motion_data::npy::read_npy(p)? {
+        motion_dit::motion_data::npy::NpyContent::Float(a) => Ok(a.data),
+        _ => bail!("{} is not a float array", p.display()),
+    }
+}
+
+/// The editing flags as a user runs them: `--prefix` reproduces the prefix's frames, a
+/// `--keyframes` file its poses, `--timeline` writes one motion of the summed length; each
+/// reports its constraint error or seam jerk; bad files are one-line errors naming them.
+#[test]
+fn generate_edits_with_a_prefix_keyframes_and_a_timeline() -> Result<()> {
+    let dir = scratch("editing")?;
+    let model = dir.join("model");
+    tiny_model(&model)?;
+    let m = model.to_str().context("utf8")?;
+    let generate = |extra: &[&str], out: &Path| -> Result<String> {
+        let args = [
+            &[
+                "--checkpoint",
+                m,
+                "--steps",
+                "2",
+                "--size",
+                "32",
+                "--seed",
+                "3",
+            ][..],
+            extra,
+            &["--out", out.to_str().context("utf8")?],
+        ]
+        .concat();
+        let res = run("generate", &args)?;
+        anyhow::ensure!(res.status.success(), "{args:?}: {}", stderr(&res));
+        Ok(String::from_utf8_lossy(&res.stdout).into_owned())
+    };
+    // A source motion to continue and to take poses from.
+    let src = dir.join("src");
+    generate(&["--prompt", "a person walks", "--frames", "10"], &src)?;
+    let src_feats = src.join("000.features.npy");
+    let source = read_features(&src_feats)?;
+
+    let prefix = dir.join("prefix");
+    let stdout = generate(
+        &[
+            "--prompt",
+            "a person jumps",
+            "--frames",
+            "16",
+            "--prefix",
+            src_feats.to_str().context("utf8")?,
+        ],
+        &prefix,
+    )?;
+    assert!(stdout.contains("10 fixed frame(s)"), "{stdout}");
+    let got = read_features(&prefix.join("000.features.npy"))?;
+    assert_eq!(got.len(), 16 * 205);
+    let err = got[..source.len()]
+        .iter()
+        .zip(&source)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(err < 1e-5, "prefix error {err}");
+
+    let keys = dir.join("keys.json");
+    std::fs::write(
+        &keys,
+        r#"{"keyframes": [{"frame": 0, "motion": "src/000.features.npy", "channels": "all"},
+                          {"frame": -1, "motion": "src/000.features.npy", "motion_frame": -1}]}"#,
+    )?;
+    let kf = dir.join("kf");
+    let stdout = generate(
+        &[
+            "--prompt",
+            "a person jumps",
+            "--frames",
+            "14",
+            "--keyframes",
+            keys.to_str().context("utf8")?,
+        ],
+        &kf,
+    )?;
+    assert!(stdout.contains("2 fixed frame(s)"), "{stdout}");
+    let got = read_features(&kf.join("000.features.npy"))?;
+    let last_src = &source[9 * 205..];
+    let last_got = &got[13 * 205..];
+    // The pose channels (not the root's velocity and yaw rate, channels 1..4).
+    for c in (0..205).filter(|c| !(1..4).contains(c)) {
+        assert!((last_src[c] - last_got[c]).abs() < 1e-5, "channel {c}");
+    }
+
+    let timeline = dir.join("timeline.json");
+    std::fs::write(
+        &timeline,
+        r#"[{"caption": "a person walks", "seconds": 1.5},
+            {"caption": "a person jumps", "seconds": 1.5},
+            {"caption": "a person sits down", "seconds": 1.0}]"#,
+    )?;
+    let tl = dir.join("tl");
+    let stdout = generate(
+        &[
+            "--timeline",
+            timeline.to_str().context("utf8")?,
+            "--overlap",
+            "0.5",
+        ],
+        &tl,
+    )?;
+    assert!(stdout.contains("3 segments, 80 frames"), "{stdout}");
+    assert!(
+        stdout.contains("jerk within 3 frames of the seams"),
+        "{stdout}"
+    );
+    let manifest: Manifest =
+        serde_json::from_str(&std::fs::read_to_string(tl.join("manifest.json"))?)?;
+    assert_eq!(manifest.motions.len(), 1);
+    assert_eq!(manifest.motions[0].frames, 80);
+    assert_eq!(
+        manifest.motions[0].caption,
+        "a person walks | a person jumps | a person sits down"
+    );
+
+    // Bad input: a prefix as long as the motion, a keyframe outside it, an empty timeline.
+    let bad = dir.join("bad");
+    let res = run(
+        "generate",
+        &[
+            "--checkpoint",
+            m,
+            "--prompt",
+            "a person jumps",
+            "--frames",
+            "10",
+            "--prefix",
+            src_feats.to_str().context("utf8")?,
+            "--out",
+            bad.to_str().context("utf8")?,
+        ],
+    )?;
+    assert_clean_failure(&res, "--prefix");
+    std::fs::write(
+        &keys,
+        r#"{"keyframes": [{"frame": 40, "features": [0.0]}]}"#,
+    )?;
+    let res = run(
+        "generate",
+        &[
+            "--checkpoint",
+            m,
+            "--prompt",
+            "a person jumps",
+            "--frames",
+            "10",
+            "--keyframes",
+            keys.to_str().context("utf8")?,
+            "--out",
+            bad.to_str().context("utf8")?,
+        ],
+    )?;
+    assert_clean_failure(&res, "keys.json");
+    std::fs::write(&timeline, "[]")?;
+    let res = run(
+        "generate",
+        &[
+            "--checkpoint",
+            m,
+            "--timeline",
+            timeline.to_str().context("utf8")?,
+            "--out",
+            bad.to_str().context("utf8")?,
+        ],
+    )?;
+    assert_clean_failure(&res, "no segment");
+    assert!(!bad.join("manifest.json").exists());
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

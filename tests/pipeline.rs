@@ -89,6 +89,7 @@ fn the_pipeline_equals_the_crates_composed_by_hand() -> Result<()> {
         steps: 4,
         guidance,
         max_batch: 8,
+        grid: Default::default(),
     };
     // By hand: CLIP pooled feature -> guided DDPM from seeded noise -> unnormalise -> decode.
     let text = model
@@ -198,6 +199,7 @@ fn bad_requests_are_typed_errors_naming_the_request() -> Result<()> {
         text: TextInput::Unconditional,
         frames: 5,
         seed: 1,
+        constraint: None,
     }])?;
     assert_eq!(u[0].frames(), 5);
     Ok(())
@@ -222,5 +224,181 @@ fn model_folders_report_what_is_missing_or_inconsistent() -> Result<()> {
     std::fs::remove_file(dir.join("stats.safetensors"))?;
     let err = MotionModel::from_folder(&dir, &Device::Cpu).expect_err("no stats");
     assert!(err.to_string().contains("stats.safetensors"), "{err}");
+    Ok(())
+}
+
+/// Same seed, same sample for every sampler: the pipeline draws a request's latents from its
+/// seed before the sampler runs, so with one step every deterministic sampler, on every grid,
+/// lands on the network's prediction from the same latents (bit for bit), and every sampler
+/// repeats itself exactly. A sampler sweep therefore compares samplers on the same noise.
+#[test]
+fn every_sampler_gets_the_same_latents_for_the_same_seed() -> Result<()> {
+    use motion_dit::diffusion::TimeGrid;
+    let dir = scratch("same-seed")?;
+    tiny_model_folder(&dir, Variant::AdaLn)?;
+    let pipe = TextToMotion::new(MotionModel::from_folder(&dir, &Device::Cpu)?);
+    let requests = [
+        Request::caption("a person walks forward", 10, 21),
+        Request::caption("a person jumps", 10, 22),
+    ];
+    let base = GenerateOptions::for_model(pipe.model());
+    let run = |sampler: SamplerKind, steps: usize, grid: TimeGrid| {
+        pipe.generate_with(
+            &requests,
+            &GenerateOptions {
+                sampler,
+                steps,
+                grid,
+                ..base.clone()
+            },
+            &mut |_| {},
+        )
+    };
+    let first = run(SamplerKind::Ddim, 1, TimeGrid::Uniform)?;
+    assert!(max_diff(&first[0].features, &first[1].features)? > 0.0);
+    for kind in SamplerKind::ALL {
+        for grid in [
+            TimeGrid::Uniform,
+            TimeGrid::LogSnr,
+            TimeGrid::Power { rho: 2.0 },
+        ] {
+            if !kind.is_stochastic() {
+                // DDPM's first call is at its own clip_min (1e-9, the others 1e-5).
+                let one = run(kind, 1, grid)?;
+                for (a, b) in one.iter().zip(&first) {
+                    assert_eq!(max_diff(&a.features, &b.features)?, 0.0, "{kind} {grid}");
+                }
+            }
+            let (a, b) = (run(kind, 4, grid)?, run(kind, 4, grid)?);
+            for (a, b) in a.iter().zip(&b) {
+                assert_eq!(max_diff(&a.features, &b.features)?, 0.0, "{kind} {grid}");
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Editing: a prefix constraint reproduces the prefix in the first frames of the result (every
+/// channel), keyframes reproduce their pose channels, for every sampler; a constraint of the
+/// wrong length or a prefix as long as the motion is a typed error.
+#[test]
+fn constraints_fix_their_frames_with_every_sampler() -> Result<()> {
+    use motion_dit::editing::{Channels, Constraint, Keyframe};
+    let dir = scratch("editing")?;
+    tiny_model_folder(&dir, Variant::AdaLn)?;
+    let pipe = TextToMotion::new(MotionModel::from_folder(&dir, &Device::Cpu)?);
+    let frames = 12;
+    // A "motion" to continue: any finite raw features (here: an earlier generated motion).
+    let source = pipe.generate(&[Request::caption("a person walks forward", frames, 1)])?;
+    let prefix = source[0].features.narrow(0, 0, 4)?;
+    let keys = [
+        Keyframe {
+            frame: 0,
+            features: source[0].features.get(0)?,
+            channels: Channels::All,
+        },
+        Keyframe {
+            frame: frames - 1,
+            features: source[0].features.get(6)?,
+            channels: Channels::Pose,
+        },
+    ];
+    let by_prefix = Constraint::prefix(&prefix, frames)?;
+    let by_keys = Constraint::keyframes(frames, &keys)?;
+    assert_eq!(by_prefix.fixed_frames()?, vec![0, 1, 2, 3]);
+    assert_eq!(by_keys.fixed_frames()?, vec![0, frames - 1]);
+    for sampler in SamplerKind::ALL {
+        let opts = GenerateOptions {
+            sampler,
+            steps: 4,
+            ..GenerateOptions::for_model(pipe.model())
+        };
+        for c in [&by_prefix, &by_keys] {
+            let m = pipe.generate_with(
+                &[
+                    Request::caption("a person jumps", frames, 9).with_constraint(c.clone()),
+                    Request::caption("a person jumps", frames, 9),
+                ],
+                &opts,
+                &mut |_| {},
+            )?;
+            // Exact in normalised space; un-normalising rounds (features up to ~1e1).
+            let err = c.max_error(&m[0].features)?;
+            assert!(err < 1e-5, "{sampler}: constraint error {err}");
+            // The unconstrained request of the same batch is not pulled to the target.
+            assert!(c.max_error(&m[1].features)? > 1e-2, "{sampler}");
+        }
+    }
+    // Errors: wrong length, prefix not shorter than the motion, keyframe out of range.
+    let wrong = Request::caption("a person jumps", frames + 1, 9).with_constraint(by_prefix);
+    assert!(matches!(
+        pipe.generate(&[wrong]),
+        Err(PipelineError::Request { index: 0, .. })
+    ));
+    assert!(Constraint::prefix(&source[0].features, frames).is_err());
+    let far = Keyframe {
+        frame: frames,
+        ..keys[1].clone()
+    };
+    assert!(Constraint::keyframes(frames, &[far]).is_err());
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// A timeline longer than the model's longest motion (40 frames for the tiny model) comes out
+/// as one motion of the summed length, the same for the same seed, with every sampler; a
+/// one-segment timeline that fits one window is plain generation of that caption.
+#[test]
+fn a_timeline_is_one_motion_sampled_jointly() -> Result<()> {
+    use motion_dit::editing::Segment;
+    let dir = scratch("timeline")?;
+    tiny_model_folder(&dir, Variant::AdaLn)?;
+    let pipe = TextToMotion::new(MotionModel::from_folder(&dir, &Device::Cpu)?);
+    let seg = |c: &str, frames| Segment {
+        text: TextInput::Caption(c.into()),
+        frames,
+    };
+    let segments = [
+        seg("a person walks forward", 30),
+        seg("a person jumps", 25),
+        seg("a person waves", 35),
+    ];
+    for sampler in SamplerKind::ALL {
+        let opts = GenerateOptions {
+            sampler,
+            steps: 3,
+            ..GenerateOptions::for_model(pipe.model())
+        };
+        let a = pipe.generate_timeline(&segments, 4, 8, &opts, &mut |_| {})?;
+        let b = pipe.generate_timeline(&segments, 4, 8, &opts, &mut |_| {})?;
+        assert_eq!(a.frames(), 90);
+        assert_eq!(max_diff(&a.features, &b.features)?, 0.0, "{sampler}");
+        assert!(a.caption.as_deref().is_some_and(|c| c.contains(" | ")));
+        let v = a.features.flatten_all()?.to_vec1::<f32>()?;
+        assert!(v.iter().all(|x| x.is_finite()), "{sampler}");
+    }
+    // One segment in one window: the window is the whole motion, weights 1: plain generation.
+    let opts = GenerateOptions {
+        steps: 3,
+        ..GenerateOptions::for_model(pipe.model())
+    };
+    let one = pipe.generate_timeline(&[seg("a person jumps", 20)], 7, 8, &opts, &mut |_| {})?;
+    let plain = pipe.generate_with(
+        &[Request::caption("a person jumps", 20, 7)],
+        &opts,
+        &mut |_| {},
+    )?;
+    assert!(max_diff(&one.features, &plain[0].features)? < 1e-5);
+    // Bad timelines are typed errors.
+    assert!(
+        pipe.generate_timeline(&[], 1, 8, &opts, &mut |_| {})
+            .is_err()
+    );
+    assert!(
+        pipe.generate_timeline(&[seg("a", 30), seg("b", 30)], 1, 1, &opts, &mut |_| {})
+            .is_err()
+    );
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -50,8 +50,9 @@ mod retrieval;
 mod similarity;
 
 pub use bootstrap::{
-    BootstrapConfig, Interval, PrdcIntervals, RetrievalIntervals, bootstrap_diversity,
-    bootstrap_frechet, bootstrap_prdc, bootstrap_retrieval, bootstrap_tmr_score,
+    BootstrapConfig, Interval, PairedDifference, PrdcIntervals, RetrievalIntervals,
+    bootstrap_diversity, bootstrap_frechet, bootstrap_paired_difference, bootstrap_prdc,
+    bootstrap_retrieval, bootstrap_tmr_score,
 };
 pub use embeddings::Embeddings;
 pub use error::{MetricsError, Result};

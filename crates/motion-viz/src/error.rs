@@ -56,6 +56,18 @@ pub enum VizError {
         /// How to turn it on.
         hint: &'static str,
     },
+    /// A value that a log10 chart axis cannot show (zero or negative), naming the series.
+    #[error(
+        "series {series:?}: {axis} = {value} is not positive and cannot be drawn on a log10 axis"
+    )]
+    NonPositiveOnLogAxis {
+        /// The series (or reference band) holding the value.
+        series: String,
+        /// Which value: `"x"`, `"y"`, `"band low"`, `"reference"` or `"reference low"`.
+        axis: &'static str,
+        /// The offending value.
+        value: f64,
+    },
     /// A tensor could not be read (wrong shape, dtype or device failure).
     #[error("tensor {what}: {source}")]
     Tensor {

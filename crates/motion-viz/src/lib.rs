@@ -14,6 +14,9 @@
 //! - [`MotionRenderer`] / [`render_motion`]: a whole motion to video frames (following camera,
 //!   infinite ground with grid and contact shadow, root trajectory, caption title bar), and
 //!   [`render_contact_sheet`] for docs.
+//! - [`chart`]: line charts of evaluation results ([`Chart`]: series with markers and
+//!   translucent confidence bands, a reference band, linear or log10 axes with nice ticks, a
+//!   legend; [`render_panels`] for a grid of charts), drawn with the built-in bitmap font.
 //! - [`write_png`] / [`write_gif`] / [`write_mp4`]: atomic writers (MP4 = H.264 through the
 //!   bundled OpenH264, cargo feature `mp4`, on by default; no ffmpeg needed).
 //!
@@ -29,6 +32,7 @@
 
 pub mod camera;
 pub mod canvas;
+pub mod chart;
 pub mod error;
 mod ground;
 mod math;
@@ -42,6 +46,10 @@ pub mod video;
 pub use camera::{Camera, Projected, Projection};
 pub use canvas::{
     Canvas, MeshStyle, Rgb, Shading, SkeletonStyle, bones_from_parents, vertex_normals,
+};
+pub use chart::{
+    Chart, LegendPosition, Marker, Point, ReferenceBand, Scale, Series, default_palette,
+    render_panels,
 };
 pub use error::{Result, VizError};
 pub use math::Vec3;

@@ -1,0 +1,109 @@
+//! What the `evaluate` and `sampler_sweep` examples share: the model and evaluator arguments,
+//! progress bars, and preparing an evaluation (caption features, real and text embeddings).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use motion_dit::candle::Device;
+use motion_dit::evaluate::{EvalSample, Evaluation, TextSource, TmrFiles};
+use motion_dit::tmr::Tmr;
+use motion_dit::{MotionModel, PipelineError, TextToMotion};
+
+/// The model under evaluation and the evaluator.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// A model folder of ours, or a reference `.ckpt` / `.pt` / `.safetensors` (with
+    /// --stats) [default: the bundled default model].
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: Option<PathBuf>,
+    /// Path stem of the model's mean/std statistics (`data/stats/tmr-rifke` for
+    /// `tmr-rifke-mean.pt` + `tmr-rifke-std.pt`).
+    #[arg(long, value_name = "STEM")]
+    pub stats: Option<PathBuf>,
+    /// Attention heads of a reference checkpoint (not stored in its weights).
+    #[arg(long, default_value_t = 16)]
+    pub heads: usize,
+    /// A text-encoder folder (config.json, model.safetensors, tokenizer.json; CLIP or a sentence
+    /// encoder) whose features condition the model and feed the TMR text encoder [default: the
+    /// dataset's caption_clip/ features, else the model folder's text encoder].
+    #[arg(long, value_name = "DIR")]
+    pub text_encoder: Option<PathBuf>,
+    /// The TMR evaluator folder (checkpoints/tmr-{motion,text}_encoder.pt, optional
+    /// checkpoints/tmr_config.json and stats/tmr-rifke-*), e.g. the `train_tmr` output
+    /// [default: the bundled evaluator of the synthetic set, assets/default_evaluator].
+    #[arg(long, value_name = "DIR", default_value = motion_dit::DEFAULT_EVALUATOR_DIR)]
+    pub tmr: PathBuf,
+    /// Path stem of the TMR motion statistics [default: the TMR folder's, else the model's].
+    #[arg(long, value_name = "STEM")]
+    pub tmr_stats: Option<PathBuf>,
+}
+
+/// A loaded model (as a pipeline), its evaluator and where the evaluator's statistics came from.
+pub struct Loaded {
+    /// The model.
+    pub pipeline: TextToMotion,
+    /// The TMR evaluator.
+    pub tmr: Tmr,
+    /// Where its motion statistics came from (not every example reports it).
+    #[allow(dead_code)]
+    pub tmr_stats: String,
+}
+
+impl ModelArgs {
+    /// The model path: `--checkpoint`, else the bundled default model.
+    pub fn checkpoint(&self) -> Result<PathBuf, PipelineError> {
+        match &self.checkpoint {
+            Some(p) => Ok(p.clone()),
+            None => motion_dit::default_model_path(),
+        }
+    }
+
+    /// Loads the model and the evaluator (the TMR files found first, so a missing evaluator
+    /// fails before the model is read).
+    pub fn load(&self, device: &Device) -> Result<Loaded, PipelineError> {
+        let tmr_files = TmrFiles::find(&self.tmr)?;
+        let checkpoint = self.checkpoint()?;
+        let model = MotionModel::load(&checkpoint, self.stats.as_deref(), self.heads, device)?;
+        let (tmr, tmr_stats) =
+            tmr_files.load(self.tmr_stats.as_deref(), model.normalizer(), device)?;
+        Ok(Loaded {
+            pipeline: TextToMotion::new(model),
+            tmr,
+            tmr_stats,
+        })
+    }
+}
+
+/// A progress bar of `len` with an indicatif `template`.
+pub fn bar(len: usize, template: &str) -> ProgressBar {
+    ProgressBar::new(len as u64).with_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    )
+}
+
+/// [`Evaluation::prepare`] with a progress bar.
+pub fn prepare(
+    loaded: &Loaded,
+    samples: Vec<EvalSample>,
+    text_source: &TextSource,
+    seed: u64,
+    batch_size: usize,
+) -> Result<Evaluation, PipelineError> {
+    let b = bar(samples.len(), "{msg:10} {bar:30} {pos}/{len}");
+    let eval = Evaluation::prepare(
+        &loaded.pipeline,
+        &loaded.tmr,
+        samples,
+        text_source,
+        seed,
+        batch_size,
+        &mut |stage, done, total| {
+            b.set_message(stage.to_string());
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+        },
+    )?;
+    b.finish_and_clear();
+    Ok(eval)
+}
