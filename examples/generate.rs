@@ -36,7 +36,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use motion_dit::candle::Device;
 use motion_dit::diffusion::{SamplerKind, TimeGrid};
-use motion_dit::editing::{Constraint, KeyframeFile, TimelineFile, seam_jerk};
+use motion_dit::editing::{Constraint, KeyframeFile, TimelineFile, Trajectory, seam_jerk};
 use motion_dit::output::{FileOptions, Manifest, ManifestEntry};
 use motion_dit::{
     GenerateOptions, ModelConfig, MotionModel, PipelineError, Request, TextEncoderKind, TextInput,
@@ -133,13 +133,22 @@ struct Args {
     #[arg(long, value_name = "FILE.json", conflicts_with = "prefix")]
     keyframes: Option<PathBuf>,
 
+    /// A floor path for the pelvis: a CSV of `x,y` rows in metres (z up; resampled linearly
+    /// to the motion's frames); the model chooses the facing and the gait, the pelvis follows
+    /// the path. Combines with --prefix or --keyframes.
+    #[arg(long, value_name = "FILE.csv")]
+    trajectory: Option<PathBuf>,
+    /// With --trajectory: keep the heading the model predicts instead of facing along the path
+    /// (for sideways or backwards motions).
+    #[arg(long, requires = "trajectory")]
+    model_heading: bool,
     /// A timeline sampled as ONE continuous motion: a JSON list of `{"caption": ...,
     /// "seconds": ...}` (or `{"segments": [...], "overlap_seconds": 1.0}`); segments may be
     /// longer than the model's longest motion. Replaces --prompt.
     #[arg(
         long,
         value_name = "FILE.json",
-        conflicts_with_all = ["prompts", "prompts_file", "text_features", "prefix", "keyframes"]
+        conflicts_with_all = ["prompts", "prompts_file", "text_features", "prefix", "keyframes", "trajectory"]
     )]
     timeline: Option<PathBuf>,
     /// Seconds of blending where two timeline segments meet [default: the file's, else 1].
@@ -370,6 +379,19 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         }
         (None, None) => None,
     };
+    let constraint = match (&args.trajectory, constraint) {
+        (Some(path), c) => {
+            let mut t = Trajectory::read_csv(path)?;
+            if args.model_heading {
+                t = t.with_model_heading();
+            }
+            Some(match c {
+                Some(c) => c.with_trajectory(&t)?,
+                None => Constraint::trajectory(&t, frames)?,
+            })
+        }
+        (None, c) => c,
+    };
     let requests: Vec<Request> = texts
         .iter()
         .enumerate()
@@ -448,6 +470,15 @@ fn run(args: &Args) -> Result<(), PipelineError> {
     );
     if let Some(c) = &constraint {
         for (i, m) in motions.iter().enumerate() {
+            if let Some(path) = c.path() {
+                println!(
+                    "motion {i}: largest distance of the pelvis from the path {:.2e} m",
+                    path.max_error(&m.joints)?
+                );
+            }
+            if !c.has_fixed_channels()? {
+                continue;
+            }
             let err = c.max_error(&m.features)?;
             let fixed = c.fixed_frames()?;
             // The seams: where fixed and free frames meet.

@@ -58,6 +58,8 @@ pub struct Constraint {
     mask: Tensor,
     /// `[F, 205]` raw features (0 where free).
     target: Tensor,
+    /// A floor path for the pelvis, one point per frame.
+    trajectory: Option<Trajectory>,
 }
 
 /// One fixed frame of an in-betweening constraint.
@@ -136,6 +138,7 @@ impl Constraint {
         Ok(Self {
             mask: Tensor::from_vec(m, dims, &Device::Cpu)?,
             target: Tensor::from_vec(t, dims, &Device::Cpu)?,
+            trajectory: None,
         })
     }
 
@@ -206,7 +209,30 @@ impl Constraint {
         Ok(Self {
             mask: Tensor::from_vec(mask, (frames, d), &Device::Cpu)?,
             target: Tensor::from_vec(target, (frames, d), &Device::Cpu)?,
+            trajectory: None,
         })
+    }
+
+    /// Make the pelvis follow `path` on the floor (resampled to this constraint's frames):
+    /// see [`Trajectory`].
+    pub fn with_trajectory(mut self, path: &Trajectory) -> Result<Self> {
+        self.trajectory = Some(path.resampled(self.frames())?);
+        Ok(self)
+    }
+
+    /// Only a floor path for a motion of `frames` frames (no fixed channel).
+    pub fn trajectory(path: &Trajectory, frames: usize) -> Result<Self> {
+        let d = motion_data::FEATURE_DIM;
+        if frames == 0 {
+            return Err(bad("trajectory", "the motion has no frame"));
+        }
+        Self::from_rows(vec![0f32; frames * d], vec![0f32; frames * d], frames)?
+            .with_trajectory(path)
+    }
+
+    /// The floor path, if any.
+    pub fn path(&self) -> Option<&Trajectory> {
+        self.trajectory.as_ref()
     }
 
     /// Frames of the motion it constrains.
@@ -222,6 +248,11 @@ impl Constraint {
     /// The raw target values `[F, 205]` (0 where free).
     pub fn target(&self) -> &Tensor {
         &self.target
+    }
+
+    /// Whether it fixes any channel (besides a path).
+    pub fn has_fixed_channels(&self) -> Result<bool> {
+        Ok(self.mask.max_all()?.to_scalar::<f32>()? > 0.0)
     }
 
     /// Frames with at least one fixed channel.
@@ -885,6 +916,55 @@ mod tests {
     }
 
     #[test]
+    fn path_velocities_decode_back_to_the_path_for_any_heading() -> Result<()> {
+        let d = motion_data::FEATURE_DIM;
+        let f = 30;
+        let path = Trajectory::new(
+            (0..f)
+                .map(|t| [0.5 + 0.04 * t as f32, (t as f32 * 0.2).sin()])
+                .collect(),
+        )?;
+        for facing in [false, true] {
+            let yaw_rate: Vec<f32> = if facing {
+                path.facing_yaw_rate(0.0)
+            } else {
+                (0..f).map(|t| 0.3 + 0.05 * (t as f32).cos()).collect()
+            };
+            let vel = path.local_velocities(&yaw_rate);
+            // Features with identity rotations, the yaw rate and the velocities.
+            let mut feats = vec![0f32; f * d];
+            for t in 0..f {
+                for j in 0..22 {
+                    feats[t * d + 4 + 6 * j] = 1.0;
+                    feats[t * d + 4 + 6 * j + 4] = 1.0;
+                }
+                feats[t * d] = 0.9;
+                feats[t * d + 1] = vel[t][0];
+                feats[t * d + 2] = vel[t][1];
+                feats[t * d + 3] = yaw_rate[t];
+            }
+            let (joints, _) =
+                motion_repr::rifke::decode(&Tensor::from_vec(feats, (f, d), &Device::Cpu)?)?;
+            let err = path.max_error(&joints)?;
+            assert!(err < 1e-5, "facing {facing}: {err}");
+            if facing {
+                // Facing along the path: every step is along the body's -y axis.
+                for v in &vel[1..] {
+                    assert!(v[0].abs() < 1e-5 && v[1] < 0.0, "{v:?}");
+                }
+            }
+        }
+        // Resampling keeps the ends; a CSV-like bad point is an error.
+        let r = path.resampled(7)?;
+        assert_eq!(r.len(), 7);
+        assert_eq!(r.points()[0], path.points()[0]);
+        assert_eq!(r.points()[6], path.points()[f - 1]);
+        assert!(Trajectory::new(vec![[0.0, f32::NAN]]).is_err());
+        assert!(Trajectory::new(Vec::new()).is_err());
+        Ok(())
+    }
+
+    #[test]
     fn jerk_of_a_constant_acceleration_is_zero_and_of_a_kink_is_not() -> Result<()> {
         // x = t^2 / 2 (constant acceleration): third difference 0.
         let f = 10;
@@ -900,5 +980,260 @@ mod tests {
         let (seam, inside) = seam_jerk(&j, 20.0, &[5], 1)?;
         assert!(seam > 10.0 * inside.max(1e-3), "{seam} {inside}");
         Ok(())
+    }
+}
+
+/// A path on the floor for the pelvis: world xy in metres, one point per frame (z up, the
+/// SMPL-RIFKE world; frame 0's point is where the motion starts).
+///
+/// SMPL-RIFKE stores the pelvis motion as velocities in the body's own heading frame
+/// (`v_t = Rz(yaw_t)^T (p_t - p_{t-1})`, frame 0 the absolute point), so a path is not a fixed
+/// set of channel values: it depends on where the body faces. By default the body faces along
+/// the path (its heading is set to the direction of travel, holding the last heading where
+/// the path stops; the SMPL-RIFKE body faces its local -y, so `yaw = direction + pi/2`), and the
+/// velocity channels are then the path's steps in that frame; this is what the pipeline writes
+/// into every `x0` prediction ([`FollowPath`]), leaving the gait and the rest of the body to
+/// the model. [`Trajectory::with_model_heading`] keeps the heading the model predicts instead
+/// (for sideways or backwards motions along a path) and recomputes only the velocities from it.
+/// Either way the result follows the path exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trajectory {
+    xy: Vec<[f32; 2]>,
+    face_path: bool,
+}
+
+impl Trajectory {
+    /// A path from its points (at least one, all finite).
+    pub fn new(xy: Vec<[f32; 2]>) -> Result<Self> {
+        if xy.is_empty() {
+            return Err(bad("trajectory", "no point"));
+        }
+        if let Some(i) = xy
+            .iter()
+            .position(|p| !(p[0].is_finite() && p[1].is_finite()))
+        {
+            return Err(bad(
+                "trajectory",
+                format!("point {i} ({}, {}) is not finite", xy[i][0], xy[i][1]),
+            ));
+        }
+        Ok(Self {
+            xy,
+            face_path: true,
+        })
+    }
+
+    /// Keep the model's predicted heading (do not turn the body to face along the path).
+    pub fn with_model_heading(mut self) -> Self {
+        self.face_path = false;
+        self
+    }
+
+    /// Whether the body is turned to face along the path.
+    pub fn faces_path(&self) -> bool {
+        self.face_path
+    }
+
+    /// The yaw-rate channel (raw, frame 0 = absolute yaw) that faces the body along the path,
+    /// starting from `first_yaw` where the path does not move at its start.
+    pub fn facing_yaw_rate(&self, first_yaw: f32) -> Vec<f32> {
+        const STILL: f32 = 1e-4; // metres per frame
+        let n = self.xy.len();
+        // Direction of travel per frame (the step into it; frame 0 takes frame 1's).
+        let dir: Vec<Option<f32>> = (0..n)
+            .map(|t| {
+                let (a, b) = match t {
+                    0 if n > 1 => (self.xy[0], self.xy[1]),
+                    0 => return None,
+                    _ => (self.xy[t - 1], self.xy[t]),
+                };
+                let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
+                (dx.hypot(dy) > STILL).then(|| dy.atan2(dx) + std::f32::consts::FRAC_PI_2)
+            })
+            .collect();
+        let first = dir.iter().flatten().next().copied().unwrap_or(first_yaw);
+        let mut yaw = Vec::with_capacity(n);
+        let mut cur = first;
+        for d in &dir {
+            if let Some(d) = d {
+                // Unwrapped: the smallest turn from the current heading.
+                let mut delta = d - cur;
+                delta -= (delta / std::f32::consts::TAU).round() * std::f32::consts::TAU;
+                cur += delta;
+            }
+            yaw.push(cur);
+        }
+        let mut rate = Vec::with_capacity(n);
+        let mut prev = 0f32;
+        for y in yaw {
+            rate.push(y - prev);
+            prev = y;
+        }
+        rate
+    }
+
+    /// Reads a CSV of `x,y` rows in metres (one per frame; blank lines, `#` comments and a
+    /// non-numeric header line are skipped).
+    pub fn read_csv(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| read_err(path, e))?;
+        let mut xy = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let cells: Vec<&str> = line.split([',', ';', '\t']).map(str::trim).collect();
+            let parsed: Option<Vec<f32>> = cells.iter().map(|c| c.parse::<f32>().ok()).collect();
+            match parsed {
+                Some(v) if v.len() >= 2 => xy.push([v[0], v[1]]),
+                _ if xy.is_empty() && n == 0 => continue, // a header
+                _ => {
+                    return Err(read_err(
+                        path,
+                        format!("line {}: {line:?} is not `x,y` in metres", n + 1),
+                    ));
+                }
+            }
+        }
+        Self::new(xy).map_err(|e| read_err(path, e))
+    }
+
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.xy.len()
+    }
+
+    /// Whether it has no point (never: [`Trajectory::new`] refuses that).
+    pub fn is_empty(&self) -> bool {
+        self.xy.is_empty()
+    }
+
+    /// The points.
+    pub fn points(&self) -> &[[f32; 2]] {
+        &self.xy
+    }
+
+    /// The path with `frames` points, linearly interpolated along the point index (the same
+    /// path when it already has that many).
+    pub fn resampled(&self, frames: usize) -> Result<Self> {
+        if frames == 0 {
+            return Err(bad("trajectory", "resampled to 0 frames"));
+        }
+        let n = self.xy.len();
+        if n == frames {
+            return Ok(self.clone());
+        }
+        let points = (0..frames)
+            .map(|t| {
+                if n == 1 || frames == 1 {
+                    return self.xy[0];
+                }
+                let u = t as f64 * (n - 1) as f64 / (frames - 1) as f64;
+                let i = (u.floor() as usize).min(n - 2);
+                let w = (u - i as f64) as f32;
+                let (a, b) = (self.xy[i], self.xy[i + 1]);
+                [a[0] + w * (b[0] - a[0]), a[1] + w * (b[1] - a[1])]
+            })
+            .collect();
+        Ok(Self {
+            face_path: self.face_path,
+            ..Self::new(points)?
+        })
+    }
+
+    /// The velocity channels `[v_x, v_y]` per frame that trace this path for a body whose yaw
+    /// rate channel is `yaw_rate` (raw, per frame; frame 0 = absolute yaw):
+    /// `v_t = Rz(yaw_t)^T (p_t - p_{t-1})`, `p_{-1} = 0`, `yaw_t` the running sum (in `f32`,
+    /// as decoding sums it).
+    pub fn local_velocities(&self, yaw_rate: &[f32]) -> Vec<[f32; 2]> {
+        let mut angle = 0f32;
+        let mut prev = [0f32; 2];
+        self.xy
+            .iter()
+            .zip(yaw_rate)
+            .map(|(p, r)| {
+                angle += r;
+                let (s, c) = angle.sin_cos();
+                let (dx, dy) = (p[0] - prev[0], p[1] - prev[1]);
+                prev = *p;
+                // Rz(angle)^T (dx, dy)
+                [c * dx + s * dy, -s * dx + c * dy]
+            })
+            .collect()
+    }
+
+    /// Largest horizontal distance (metres) between the pelvis of joints `[F, 24, 3]` and the
+    /// path (both with `F` points).
+    pub fn max_error(&self, joints: &Tensor) -> Result<f32> {
+        let (f, _, _) = joints.dims3()?;
+        if f != self.xy.len() {
+            return Err(bad(
+                "trajectory",
+                format!("{} points against a motion of {f} frames", self.xy.len()),
+            ));
+        }
+        let pelvis = joints.narrow(1, 0, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(self
+            .xy
+            .iter()
+            .enumerate()
+            .map(|(t, p)| (pelvis[3 * t] - p[0]).hypot(pelvis[3 * t + 1] - p[1]))
+            .fold(0f32, f32::max))
+    }
+}
+
+/// A denoiser whose `x0` predictions trace given floor paths: for each batch row with a path,
+/// the root velocity channels are recomputed from the prediction's own heading
+/// ([`Trajectory::local_velocities`]) and written back in normalised form.
+pub(crate) struct FollowPath<'a> {
+    pub(crate) inner: &'a dyn diffusion::Denoiser,
+    /// Mean and std of the 205 channels (host).
+    pub(crate) mean: Vec<f32>,
+    pub(crate) std: Vec<f32>,
+    /// One entry per batch row.
+    pub(crate) paths: Vec<Option<Trajectory>>,
+}
+
+impl diffusion::Denoiser for FollowPath<'_> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        cond: &diffusion::Conditioning,
+        frame_mask: &Tensor,
+    ) -> candle::Result<Tensor> {
+        let x0 = self.inner.forward(x, gamma, cond, frame_mask)?;
+        let (b, f, d) = x0.dims3()?;
+        let mut v = x0
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let l = FeatureLayout::SMPL_RIFKE;
+        let (cx, cy, cr) = (
+            l.vel_root_xy_local.start,
+            l.vel_root_xy_local.start + 1,
+            l.vel_angles.start,
+        );
+        for (bi, path) in self.paths.iter().enumerate().take(b) {
+            let Some(path) = path else { continue };
+            let row = &mut v[bi * f * d..(bi + 1) * f * d];
+            let mut yaw: Vec<f32> = (0..f)
+                .map(|t| row[t * d + cr] * self.std[cr] + self.mean[cr])
+                .collect();
+            if path.faces_path() {
+                yaw = path.facing_yaw_rate(yaw.first().copied().unwrap_or(0.0));
+                for (t, r) in yaw.iter().enumerate().take(f) {
+                    row[t * d + cr] = (r - self.mean[cr]) / self.std[cr];
+                }
+            }
+            for (t, vel) in path.local_velocities(&yaw).into_iter().enumerate().take(f) {
+                row[t * d + cx] = (vel[0] - self.mean[cx]) / self.std[cx];
+                row[t * d + cy] = (vel[1] - self.mean[cy]) / self.std[cy];
+            }
+        }
+        Tensor::from_vec(v, (b, f, d), &Device::Cpu)?
+            .to_device(x0.device())?
+            .to_dtype(x0.dtype())
     }
 }

@@ -27,7 +27,7 @@ use diffusion::{
 };
 use smpl::{BodyModel, BodyOutput, BodyParams};
 
-use crate::editing::{Blended, Constraint, Segment, WindowPlan};
+use crate::editing::{Blended, Constraint, FollowPath, Segment, Trajectory, WindowPlan};
 use crate::error::{PipelineError, Result};
 use crate::model::MotionModel;
 
@@ -470,7 +470,13 @@ impl TextToMotion {
         batch: &[usize],
         frames: usize,
     ) -> Result<Option<KnownPart>> {
-        if batch.iter().all(|&i| requests[i].constraint.is_none()) {
+        let mut any = false;
+        for &i in batch {
+            if let Some(c) = &requests[i].constraint {
+                any |= c.has_fixed_channels()?;
+            }
+        }
+        if !any {
             return Ok(None);
         }
         let d = self.model.config().num_feats;
@@ -631,9 +637,33 @@ impl TextToMotion {
         let network: &dyn Denoiser = if opts.guidance == 1.0 { dit } else { &guided };
         let known = self.known_part(requests, batch, frames)?;
         let inpainted = known.as_ref().map(|k| Inpainted::new(network, k));
-        let denoiser: &dyn Denoiser = match &inpainted {
+        let constrained: &dyn Denoiser = match &inpainted {
             Some(d) => d,
             None => network,
+        };
+        let paths: Vec<Option<Trajectory>> = batch
+            .iter()
+            .map(|&i| {
+                requests[i]
+                    .constraint
+                    .as_ref()
+                    .and_then(|c| c.path().cloned())
+            })
+            .collect();
+        let follow = if paths.iter().any(Option::is_some) {
+            let n = self.model.normalizer().to_device(&Device::Cpu)?;
+            Some(FollowPath {
+                inner: constrained,
+                mean: n.mean().to_vec1::<f32>()?,
+                std: n.std().to_vec1::<f32>()?,
+                paths,
+            })
+        } else {
+            None
+        };
+        let denoiser: &dyn Denoiser = match &follow {
+            Some(d) => d,
+            None => constrained,
         };
         let x = sampler.sample_with_callback(
             denoiser,

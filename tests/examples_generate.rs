@@ -508,6 +508,23 @@ fn generate_edits_with_a_prefix_keyframes_and_a_timeline() -> Result<()> {
         assert!((last_src[c] - last_got[c]).abs() < 1e-5, "channel {c}");
     }
 
+    let path = dir.join("path.csv");
+    std::fs::write(&path, "x,y\n0,0\n0.5,0.1\n1.0,0.4\n")?;
+    let stdout = generate(
+        &[
+            "--prompt",
+            "a person walks",
+            "--frames",
+            "12",
+            "--trajectory",
+            path.to_str().context("utf8")?,
+        ],
+        &dir.join("path"),
+    )?;
+    assert!(
+        stdout.contains("largest distance of the pelvis from the path"),
+        "{stdout}"
+    );
     let timeline = dir.join("timeline.json");
     std::fs::write(
         &timeline,
@@ -590,6 +607,21 @@ fn generate_edits_with_a_prefix_keyframes_and_a_timeline() -> Result<()> {
         ],
     )?;
     assert_clean_failure(&res, "no segment");
+    std::fs::write(&path, "x,y\n0,0\n1,oops\n")?;
+    let res = run(
+        "generate",
+        &[
+            "--checkpoint",
+            m,
+            "--prompt",
+            "a person walks",
+            "--trajectory",
+            path.to_str().context("utf8")?,
+            "--out",
+            bad.to_str().context("utf8")?,
+        ],
+    )?;
+    assert_clean_failure(&res, "line 3");
     assert!(!bad.join("manifest.json").exists());
     std::fs::remove_dir_all(&dir)?;
     Ok(())

@@ -330,6 +330,34 @@ fn constraints_fix_their_frames_with_every_sampler() -> Result<()> {
             assert!(c.max_error(&m[1].features)? > 1e-2, "{sampler}");
         }
     }
+    // A floor path (facing along it, or keeping the model's heading), alone or with a prefix:
+    // the pelvis follows it.
+    use motion_dit::editing::Trajectory;
+    let path = Trajectory::new(
+        (0..frames)
+            .map(|t| [0.05 * t as f32, 0.02 * (t * t) as f32 / frames as f32])
+            .collect(),
+    )?;
+    for sampler in SamplerKind::ALL {
+        let opts = GenerateOptions {
+            sampler,
+            steps: 4,
+            ..GenerateOptions::for_model(pipe.model())
+        };
+        for c in [
+            Constraint::trajectory(&path, frames)?,
+            Constraint::trajectory(&path.clone().with_model_heading(), frames)?,
+            by_prefix.clone().with_trajectory(&path)?,
+        ] {
+            let m = pipe.generate_with(
+                &[Request::caption("a person walks", frames, 5).with_constraint(c)],
+                &opts,
+                &mut |_| {},
+            )?;
+            let err = path.max_error(&m[0].joints)?;
+            assert!(err < 1e-4, "{sampler}: path error {err} m");
+        }
+    }
     // Errors: wrong length, prefix not shorter than the motion, keyframe out of range.
     let wrong = Request::caption("a person jumps", frames + 1, 9).with_constraint(by_prefix);
     assert!(matches!(
