@@ -921,7 +921,7 @@ mod tests {
         let f = 30;
         let path = Trajectory::new(
             (0..f)
-                .map(|t| [0.5 + 0.04 * t as f32, (t as f32 * 0.2).sin()])
+                .map(|t| [0.5 + 0.04 * t as f32, 0.5 * (t as f32 * 0.05).sin()])
                 .collect(),
         )?;
         for facing in [false, true] {
@@ -948,9 +948,10 @@ mod tests {
             let err = path.max_error(&joints)?;
             assert!(err < 1e-5, "facing {facing}: {err}");
             if facing {
-                // Facing along the path: every step is along the body's -y axis.
+                // Facing along the path: every step is along the body's -y axis (to the
+                // smoothing of the direction over +-2 frames).
                 for v in &vel[1..] {
-                    assert!(v[0].abs() < 1e-5 && v[1] < 0.0, "{v:?}");
+                    assert!(v[0].abs() < 0.05 * v[1].abs() && v[1] < 0.0, "{v:?}");
                 }
             }
         }
@@ -989,8 +990,9 @@ mod tests {
 /// SMPL-RIFKE stores the pelvis motion as velocities in the body's own heading frame
 /// (`v_t = Rz(yaw_t)^T (p_t - p_{t-1})`, frame 0 the absolute point), so a path is not a fixed
 /// set of channel values: it depends on where the body faces. By default the body faces along
-/// the path (its heading is set to the direction of travel, holding the last heading where
-/// the path stops; the SMPL-RIFKE body faces its local -y, so `yaw = direction + pi/2`), and the
+/// the path (its heading is set to the direction of travel over +-2 frames, holding the last
+/// heading where the path moves slower than 1 cm per frame; the SMPL-RIFKE body faces its local
+/// -y, so `yaw = direction + pi/2`), and the
 /// velocity channels are then the path's steps in that frame; this is what the pipeline writes
 /// into every `x0` prediction ([`FollowPath`]), leaving the gait and the rest of the body to
 /// the model. [`Trajectory::with_model_heading`] keeps the heading the model predicts instead
@@ -1037,18 +1039,21 @@ impl Trajectory {
     /// The yaw-rate channel (raw, frame 0 = absolute yaw) that faces the body along the path,
     /// starting from `first_yaw` where the path does not move at its start.
     pub fn facing_yaw_rate(&self, first_yaw: f32) -> Vec<f32> {
-        const STILL: f32 = 1e-4; // metres per frame
+        // Below this speed (metres per frame; 0.2 m/s at 20 fps) the path counts as standing
+        // still and the heading is held: the sway of an in-place motion must not spin the body.
+        const STILL: f32 = 0.01;
+        // Direction of travel per frame, over a centred window of +-2 frames.
         let n = self.xy.len();
-        // Direction of travel per frame (the step into it; frame 0 takes frame 1's).
         let dir: Vec<Option<f32>> = (0..n)
             .map(|t| {
-                let (a, b) = match t {
-                    0 if n > 1 => (self.xy[0], self.xy[1]),
-                    0 => return None,
-                    _ => (self.xy[t - 1], self.xy[t]),
-                };
+                let (i, j) = (t.saturating_sub(2), (t + 2).min(n - 1));
+                if i == j {
+                    return None;
+                }
+                let (a, b) = (self.xy[i], self.xy[j]);
                 let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
-                (dx.hypot(dy) > STILL).then(|| dy.atan2(dx) + std::f32::consts::FRAC_PI_2)
+                (dx.hypot(dy) > STILL * (j - i) as f32)
+                    .then(|| dy.atan2(dx) + std::f32::consts::FRAC_PI_2)
             })
             .collect();
         let first = dir.iter().flatten().next().copied().unwrap_or(first_yaw);

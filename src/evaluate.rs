@@ -912,12 +912,36 @@ impl Evaluation {
         cfg: &ScoreConfig,
         on_progress: &mut dyn FnMut(&str, usize, usize),
     ) -> Result<EvalRun> {
-        let n = self.requests.len();
+        self.run_requests(pipeline, tmr, &self.requests, opts, cfg, on_progress)
+    }
+
+    /// As [`Evaluation::run`] with other requests, one per sample in the same order (e.g.
+    /// [`Evaluation::requests`] with constraints attached): editing is scored this way.
+    pub fn run_requests(
+        &self,
+        pipeline: &crate::TextToMotion,
+        tmr: &Tmr,
+        requests: &[crate::Request],
+        opts: &crate::GenerateOptions,
+        cfg: &ScoreConfig,
+        on_progress: &mut dyn FnMut(&str, usize, usize),
+    ) -> Result<EvalRun> {
+        if requests.len() != self.samples.len() {
+            return Err(PipelineError::Option {
+                name: "requests".into(),
+                reason: format!(
+                    "{} requests for {} samples: one per sample, in order",
+                    requests.len(),
+                    self.samples.len()
+                ),
+            });
+        }
+        let n = requests.len();
         let mut opts = opts.clone();
         opts.max_batch = opts.max_batch.min(self.batch_size).max(1);
         let start = std::time::Instant::now();
         let mut motions = Vec::with_capacity(n);
-        for chunk in self.requests.chunks(self.batch_size) {
+        for chunk in requests.chunks(self.batch_size) {
             let done = motions.len();
             let generated = pipeline.generate_with(chunk, &opts, &mut |p| {
                 let frac = p.done as f64 / p.total.max(1) as f64;
