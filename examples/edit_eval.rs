@@ -27,8 +27,8 @@ use clap::Parser;
 use common::{ModelArgs, bar};
 use motion_dit::candle::IndexOp;
 use motion_dit::editing::{Channels, Constraint, Keyframe, Trajectory, seam_jerk};
-use motion_dit::evaluate::{self, ScoreConfig};
-use motion_dit::motion_data::{FolderDataset, FolderOptions, MotionSource, Split};
+use motion_dit::evaluate::ScoreConfig;
+use motion_dit::motion_data::Split;
 use motion_dit::sweep::{self, Bounds, PairedBounds};
 use motion_dit::{GenerateOptions, PipelineError, Request};
 use serde::Serialize;
@@ -107,17 +107,9 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         });
     }
     motion_dit::output::ensure_writable_dir(&args.out)?;
-    let checkpoint = args.model.checkpoint()?;
-    let data = FolderDataset::open(
-        &args.data,
-        split,
-        &FolderOptions {
-            limit: Some(args.samples),
-            ..FolderOptions::default()
-        },
-    )
-    .map_err(|e| evaluate::data_error(&args.data, e))?;
-    let samples = evaluate::select_samples(&data, args.samples)?;
+    // Fails early when no model is given and none is bundled.
+    args.model.checkpoint()?;
+    let (samples, has_text) = common::open_samples(&args.data, split, args.samples)?;
     let score_cfg = ScoreConfig {
         retrieval_batch: args.batch_size,
         bootstrap: motion_dit::metrics::BootstrapConfig {
@@ -128,13 +120,7 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         ..ScoreConfig::default()
     };
     score_cfg.validate(samples.len())?;
-    let text_source = evaluate::TextSource::choose(
-        args.model.text_encoder.as_deref(),
-        &args.data,
-        data.has_text(),
-        &checkpoint,
-        &device,
-    )?;
+    let text_source = args.model.text_source(&args.data, has_text, &device)?;
     let loaded = args.model.load(&device)?;
     let (pipeline, tmr) = (&loaded.pipeline, &loaded.tmr);
     let eval = common::prepare(&loaded, samples, &text_source, args.seed, args.batch_size)?;

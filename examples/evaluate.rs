@@ -64,7 +64,7 @@ use common::{ModelArgs, bar};
 use motion_dit::diffusion::{SamplerKind, TimeGrid};
 use motion_dit::evaluate::{self, EvalReport, EvalSettings, ScoreConfig, TmrFiles};
 use motion_dit::metrics::{BootstrapConfig, PrdcConfig, RecallFormula};
-use motion_dit::motion_data::{FolderDataset, FolderOptions, MotionSource, Split};
+use motion_dit::motion_data::Split;
 use motion_dit::{GenerateOptions, PipelineError};
 
 /// Evaluate a motion model on a test split with the TMR evaluator.
@@ -196,16 +196,7 @@ fn run(args: &Args) -> Result<(), PipelineError> {
     motion_dit::output::ensure_writable_dir(&args.out)?;
 
     let wanted = args.batches.saturating_mul(args.batch_size);
-    let data = FolderDataset::open(
-        &args.data,
-        split,
-        &FolderOptions {
-            limit: Some(wanted),
-            ..FolderOptions::default()
-        },
-    )
-    .map_err(|e| evaluate::data_error(&args.data, e))?;
-    let samples = evaluate::select_samples(&data, wanted)?;
+    let (samples, has_text) = common::open_samples(&args.data, split, wanted)?;
     if samples.len() < wanted {
         eprintln!(
             "note: the {} split of {} holds {} samples, fewer than --batches x --batch-size = \
@@ -227,13 +218,7 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         other => other,
     })?;
 
-    let text_source = evaluate::TextSource::choose(
-        args.model.text_encoder.as_deref(),
-        &args.data,
-        data.has_text(),
-        &checkpoint,
-        &device,
-    )?;
+    let text_source = args.model.text_source(&args.data, has_text, &device)?;
     let loaded = args.model.load(&device)?;
     let eval = common::prepare(&loaded, samples, &text_source, args.seed, args.batch_size)?;
     let (pipeline, tmr) = (&loaded.pipeline, &loaded.tmr);

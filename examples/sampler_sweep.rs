@@ -42,7 +42,7 @@ use clap::Parser;
 use common::{ModelArgs, bar};
 use motion_dit::evaluate::{self, ScoreConfig, TmrFiles};
 use motion_dit::metrics::{BootstrapConfig, PrdcConfig};
-use motion_dit::motion_data::{FolderDataset, FolderOptions, MotionSource, Split};
+use motion_dit::motion_data::Split;
 use motion_dit::sweep::{self, SweepRow, SweepSetting};
 use motion_dit::{GenerateOptions, PipelineError};
 
@@ -174,7 +174,8 @@ fn run(args: &Args) -> Result<(), PipelineError> {
     }
     // Checked before anything heavy is read.
     TmrFiles::find(&args.model.tmr)?;
-    let checkpoint = args.model.checkpoint()?;
+    // Fails early when no model is given and none is bundled.
+    args.model.checkpoint()?;
     motion_dit::output::ensure_writable_dir(&args.out)?;
     let score_cfg = ScoreConfig {
         retrieval_batch: args.batch_size,
@@ -186,16 +187,7 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         },
     };
 
-    let data = FolderDataset::open(
-        &args.data,
-        split,
-        &FolderOptions {
-            limit: Some(args.samples),
-            ..FolderOptions::default()
-        },
-    )
-    .map_err(|e| evaluate::data_error(&args.data, e))?;
-    let samples = evaluate::select_samples(&data, args.samples)?;
+    let (samples, has_text) = common::open_samples(&args.data, split, args.samples)?;
     if samples.len() < args.samples {
         eprintln!(
             "note: the {} split of {} holds {} samples, fewer than --samples {}: using all",
@@ -206,13 +198,7 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         );
     }
     score_cfg.validate(samples.len())?;
-    let text_source = evaluate::TextSource::choose(
-        args.model.text_encoder.as_deref(),
-        &args.data,
-        data.has_text(),
-        &checkpoint,
-        &device,
-    )?;
+    let text_source = args.model.text_source(&args.data, has_text, &device)?;
     let loaded = args.model.load(&device)?;
     let (pipeline, tmr) = (&loaded.pipeline, &loaded.tmr);
     let base_opts =

@@ -1,12 +1,13 @@
 //! What the `evaluate` and `sampler_sweep` examples share: the model and evaluator arguments,
 //! progress bars, and preparing an evaluation (caption features, real and text embeddings).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use motion_dit::candle::Device;
-use motion_dit::evaluate::{EvalSample, Evaluation, TextSource, TmrFiles};
+use motion_dit::evaluate::{self, EvalSample, Evaluation, TextSource, TmrFiles};
+use motion_dit::motion_data::{FolderDataset, FolderOptions, MotionSource, Split};
 use motion_dit::tmr::Tmr;
 use motion_dit::{MotionModel, PipelineError, TextToMotion};
 
@@ -59,6 +60,23 @@ impl ModelArgs {
         }
     }
 
+    /// Where the captions' text features come from ([`TextSource::choose`]) for a dataset
+    /// that has (`has_text`) or lacks precomputed `caption_clip/` features.
+    pub fn text_source(
+        &self,
+        data: &Path,
+        has_text: bool,
+        device: &Device,
+    ) -> Result<TextSource, PipelineError> {
+        TextSource::choose(
+            self.text_encoder.as_deref(),
+            data,
+            has_text,
+            &self.checkpoint()?,
+            device,
+        )
+    }
+
     /// Loads the model and the evaluator (the TMR files found first, so a missing evaluator
     /// fails before the model is read).
     pub fn load(&self, device: &Device) -> Result<Loaded, PipelineError> {
@@ -106,4 +124,26 @@ pub fn prepare(
     )?;
     b.finish_and_clear();
     Ok(eval)
+}
+
+/// The first `count` samples of a split of the dataset at `data` (all when it holds fewer),
+/// and whether it has precomputed `caption_clip/` features.
+pub fn open_samples(
+    data: &Path,
+    split: Split,
+    count: usize,
+) -> Result<(Vec<EvalSample>, bool), PipelineError> {
+    let dataset = FolderDataset::open(
+        data,
+        split,
+        &FolderOptions {
+            limit: Some(count),
+            ..FolderOptions::default()
+        },
+    )
+    .map_err(|e| evaluate::data_error(data, e))?;
+    Ok((
+        evaluate::select_samples(&dataset, count)?,
+        dataset.has_text(),
+    ))
 }
