@@ -106,6 +106,7 @@ fn run(args: &Args) -> Result<(), PipelineError> {
                 .into(),
         });
     }
+    common::check_scoring(args.batch_size, args.resamples, 0.95)?;
     motion_dit::output::ensure_writable_dir(&args.out)?;
     // Fails early when no model is given and none is bundled.
     args.model.checkpoint()?;

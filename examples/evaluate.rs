@@ -60,9 +60,9 @@ use std::process::ExitCode;
 mod common;
 
 use clap::Parser;
-use common::{ModelArgs, bar};
+use common::{ModelArgs, bar, option};
 use motion_dit::diffusion::{SamplerKind, TimeGrid};
-use motion_dit::evaluate::{self, EvalReport, EvalSettings, ScoreConfig, TmrFiles};
+use motion_dit::evaluate::{EvalReport, EvalSettings, ScoreConfig, TmrFiles};
 use motion_dit::metrics::{BootstrapConfig, PrdcConfig, RecallFormula};
 use motion_dit::motion_data::Split;
 use motion_dit::{GenerateOptions, PipelineError};
@@ -131,13 +131,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn option(name: &str, reason: impl Into<String>) -> PipelineError {
-    PipelineError::Option {
-        name: name.into(),
-        reason: reason.into(),
-    }
-}
-
 fn run(args: &Args) -> Result<(), PipelineError> {
     let device = motion_dit::device_from_name(&args.device)?;
     // Everything a user can get wrong is checked before anything heavy is loaded.
@@ -166,21 +159,7 @@ fn run(args: &Args) -> Result<(), PipelineError> {
             seed: args.seed,
         },
     };
-    if args.batch_size <= evaluate::TOP_K[2] {
-        return Err(option(
-            "--batch-size",
-            format!(
-                "{} must be above 3: R@3 ranks among the batch",
-                args.batch_size
-            ),
-        ));
-    }
-    if args.resamples < 2 {
-        return Err(option("--resamples", "must be at least 2"));
-    }
-    if !(args.confidence > 0.0 && args.confidence < 1.0) {
-        return Err(option("--confidence", "must lie strictly between 0 and 1"));
-    }
+    common::check_scoring(args.batch_size, args.resamples, args.confidence)?;
     if !args.data.is_dir() {
         return Err(PipelineError::MissingFile {
             what: "dataset folder".into(),

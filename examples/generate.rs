@@ -39,8 +39,8 @@ use motion_dit::diffusion::{SamplerKind, TimeGrid};
 use motion_dit::editing::{Constraint, KeyframeFile, TimelineFile, Trajectory, seam_jerk};
 use motion_dit::output::{FileOptions, Manifest, ManifestEntry};
 use motion_dit::{
-    GenerateOptions, ModelConfig, MotionModel, PipelineError, Request, TextEncoderKind, TextInput,
-    TextToMotion,
+    GenerateOptions, ModelConfig, Motion, MotionModel, PipelineError, Request, TextEncoderKind,
+    TextInput, TextToMotion,
 };
 
 /// Generate motions from captions or text features.
@@ -156,6 +156,26 @@ struct Args {
     overlap: Option<f64>,
 }
 
+/// The manifest entry of a motion written as `files`.
+fn entry(
+    motion: &Motion,
+    label: &str,
+    opts: &GenerateOptions,
+    files: std::collections::BTreeMap<String, String>,
+) -> ManifestEntry {
+    ManifestEntry {
+        caption: label.to_string(),
+        seed: motion.seed,
+        frames: motion.frames(),
+        fps: motion.fps,
+        sampler: opts.sampler.name().into(),
+        steps: opts.steps,
+        guidance: opts.guidance,
+        grid: opts.grid.label(),
+        files,
+    }
+}
+
 /// The model; its folder's text encoder only when captions need it (fetched into the cache
 /// first unless --no-fetch).
 fn load_model(
@@ -231,17 +251,7 @@ fn run_timeline(args: &Args, path: &Path, device: &Device) -> Result<(), Pipelin
         &args.out, "000", &motion, &body, &label, &file_opts,
     )?;
     let mut manifest = Manifest::default();
-    manifest.motions.push(ManifestEntry {
-        caption: label.clone(),
-        seed: motion.seed,
-        frames: motion.frames(),
-        fps: motion.fps,
-        sampler: opts.sampler.name().into(),
-        steps: opts.steps,
-        guidance: opts.guidance,
-        grid: opts.grid.label(),
-        files,
-    });
+    manifest.motions.push(entry(&motion, &label, &opts, files));
     let manifest_path = manifest.write(&args.out)?;
     if let Some(entry) = manifest.motions.first() {
         for file in entry.files.values() {
@@ -432,17 +442,7 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         let files = motion_dit::output::write_motion_files(
             &args.out, &stem, motion, &body, label, &file_opts,
         )?;
-        manifest.motions.push(ManifestEntry {
-            caption: label.clone(),
-            seed: motion.seed,
-            frames: motion.frames(),
-            fps: motion.fps,
-            sampler: opts.sampler.name().into(),
-            steps: opts.steps,
-            guidance: opts.guidance,
-            grid: opts.grid.label(),
-            files,
-        });
+        manifest.motions.push(entry(motion, label, &opts, files));
         bar.inc(1);
     }
     bar.finish_and_clear();

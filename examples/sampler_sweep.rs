@@ -39,8 +39,8 @@ use std::process::ExitCode;
 mod common;
 
 use clap::Parser;
-use common::{ModelArgs, bar};
-use motion_dit::evaluate::{self, ScoreConfig, TmrFiles};
+use common::{ModelArgs, bar, option};
+use motion_dit::evaluate::{ScoreConfig, TmrFiles};
 use motion_dit::metrics::{BootstrapConfig, PrdcConfig};
 use motion_dit::motion_data::Split;
 use motion_dit::sweep::{self, SweepRow, SweepSetting};
@@ -112,13 +112,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn option(name: &str, reason: impl Into<String>) -> PipelineError {
-    PipelineError::Option {
-        name: name.into(),
-        reason: reason.into(),
-    }
-}
-
 /// The settings to run, baseline first, without duplicates.
 fn settings(args: &Args) -> Vec<SweepSetting> {
     let mut list = vec![args.baseline];
@@ -148,21 +141,7 @@ fn run(args: &Args) -> Result<(), PipelineError> {
             format!("{:?}: expected train, val or test", args.split),
         )
     })?;
-    if args.batch_size <= evaluate::TOP_K[2] {
-        return Err(option(
-            "--batch-size",
-            format!(
-                "{} must be above 3: R@3 ranks among the batch",
-                args.batch_size
-            ),
-        ));
-    }
-    if args.resamples < 2 {
-        return Err(option("--resamples", "must be at least 2"));
-    }
-    if !(args.confidence > 0.0 && args.confidence < 1.0) {
-        return Err(option("--confidence", "must lie strictly between 0 and 1"));
-    }
+    common::check_scoring(args.batch_size, args.resamples, args.confidence)?;
     if !args.data.is_dir() {
         return Err(PipelineError::MissingFile {
             what: "dataset folder".into(),

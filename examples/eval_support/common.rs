@@ -147,3 +147,34 @@ pub fn open_samples(
         dataset.has_text(),
     ))
 }
+
+/// A typed error naming a command-line option.
+pub fn option(name: &str, reason: impl Into<String>) -> PipelineError {
+    PipelineError::Option {
+        name: name.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks the scoring flags before anything heavy is loaded: `--batch-size` above the largest
+/// R@k, at least 2 `--resamples`, a `--confidence` strictly between 0 and 1.
+pub fn check_scoring(
+    batch_size: usize,
+    resamples: usize,
+    confidence: f64,
+) -> Result<(), PipelineError> {
+    let k = evaluate::TOP_K[evaluate::TOP_K.len() - 1];
+    if batch_size <= k {
+        return Err(option(
+            "--batch-size",
+            format!("{batch_size} must be above {k}: R@{k} ranks among the batch"),
+        ));
+    }
+    if resamples < 2 {
+        return Err(option("--resamples", "must be at least 2"));
+    }
+    if !(confidence > 0.0 && confidence < 1.0) {
+        return Err(option("--confidence", "must lie strictly between 0 and 1"));
+    }
+    Ok(())
+}

@@ -31,6 +31,8 @@ use crate::denoiser::{Conditioning, Denoiser};
 #[derive(Debug, Clone)]
 pub struct KnownPart {
     mask: Tensor,
+    /// `1 - mask`, computed once (it is applied at every step).
+    keep: Tensor,
     target: Tensor,
 }
 
@@ -75,8 +77,10 @@ impl KnownPart {
             target.dims(),
             target.device(),
         )?;
+        let mask = mask.to_dtype(DType::F32)?;
         Ok(Self {
-            mask: mask.to_dtype(DType::F32)?,
+            keep: mask.affine(-1.0, 1.0)?,
+            mask,
             target,
         })
     }
@@ -102,8 +106,11 @@ impl KnownPart {
             );
         }
         let target = self.target.to_dtype(x0.dtype())?;
-        let mask = self.mask.to_dtype(x0.dtype())?;
-        x0.mul(&mask.affine(-1.0, 1.0)?)? + target.mul(&mask)?
+        let (mask, keep) = (
+            self.mask.to_dtype(x0.dtype())?,
+            self.keep.to_dtype(x0.dtype())?,
+        );
+        x0.mul(&keep)? + target.mul(&mask)?
     }
 
     /// Largest `|x - target|` over the fully known entries (mask = 1), 0 when there are none:
