@@ -5,11 +5,18 @@
 //! - `prefix`: the real motion's first third is given, the rest continued;
 //! - `keyframes`: the real first frame (all channels) and last pose are given;
 //! - `trajectory`: the real pelvis path is given (facing along it);
-//! - `traj-model`: the same path keeping the model's heading.
+//! - `traj-model`: the same path keeping the model's heading;
+//! - `timeline`: every 4 consecutive captions as one timeline (each segment as long as its
+//!   request), sampled jointly; each segment is cut out and scored against its own caption.
 //!
 //! For each: FD, R@1 and TMR-score with intervals, the paired FD / R@1 difference to `free`
 //! (same captions and seeds), the largest deviation from the constraint, and the jerk at the
-//! seams (where given and free frames meet) against the jerk elsewhere.
+//! seams (where given and free frames meet, or where timeline segments meet) against the jerk
+//! elsewhere.
+//!
+//! `--save-fixture DIR` also writes what the default-model editing test needs to score without
+//! the dataset or the text encoder (the requests' text conditions and lengths, and the TMR
+//! embeddings of the real motions and of the captions).
 //!
 //! ```sh
 //! cargo run --release --example edit_eval -- --samples 128 --seed 0 --out out/edit_eval
@@ -25,12 +32,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use common::{ModelArgs, bar};
-use motion_dit::candle::IndexOp;
-use motion_dit::editing::{Channels, Constraint, Keyframe, Trajectory, seam_jerk};
-use motion_dit::evaluate::ScoreConfig;
+use motion_dit::candle::{self, IndexOp, Tensor};
+use motion_dit::editing::{Channels, Constraint, Keyframe, Segment, Trajectory, seam_jerk};
+use motion_dit::evaluate::{self, EvalRun, Evaluation, ScoreConfig};
 use motion_dit::motion_data::Split;
 use motion_dit::sweep::{self, Bounds, PairedBounds};
-use motion_dit::{GenerateOptions, PipelineError, Request};
+use motion_dit::tmr::Tmr;
+use motion_dit::{GenerateOptions, Motion, PipelineError, Request, TextInput, TextToMotion};
 use serde::Serialize;
 
 /// Score prefix completion, in-betweening and trajectories against free generation.
@@ -63,6 +71,20 @@ struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Captions per timeline in the `timeline` row.
+    #[arg(long, default_value_t = 4)]
+    timeline_captions: usize,
+    /// Seconds over which neighbouring timeline segments are blended.
+    #[arg(long, default_value_t = 1.0)]
+    overlap: f64,
+    /// Score only these edits (comma-separated: prefix, keyframes, trajectory, traj-model,
+    /// timeline); free generation is always scored.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Also write the evaluation's conditions, lengths and embeddings to DIR (the test fixture
+    /// of the default model's editing test).
+    #[arg(long, value_name = "DIR")]
+    save_fixture: Option<PathBuf>,
 }
 
 /// One row of `editing.json`.
@@ -107,6 +129,15 @@ fn run(args: &Args) -> Result<(), PipelineError> {
         });
     }
     common::check_scoring(args.batch_size, args.resamples, 0.95)?;
+    if args.timeline_captions == 0 {
+        return Err(common::option("--timeline-captions", "must be at least 1"));
+    }
+    if !(args.overlap.is_finite() && args.overlap > 0.0) {
+        return Err(common::option(
+            "--overlap",
+            format!("{} s must be positive", args.overlap),
+        ));
+    }
     motion_dit::output::ensure_writable_dir(&args.out)?;
     // Fails early when no model is given and none is bundled.
     args.model.checkpoint()?;
@@ -126,6 +157,9 @@ fn run(args: &Args) -> Result<(), PipelineError> {
     let (pipeline, tmr) = (&loaded.pipeline, &loaded.tmr);
     let eval = common::prepare(&loaded, samples, &text_source, args.seed, args.batch_size)?;
     let opts = GenerateOptions::for_model(pipeline.model());
+    if let Some(dir) = &args.save_fixture {
+        save_fixture(dir, &eval, &args.data)?;
+    }
 
     // The constraints of each sample, from its real motion cut to the request's length.
     let mut edits: Vec<(&str, Vec<Constraint>)> = vec![
@@ -162,6 +196,21 @@ fn run(args: &Args) -> Result<(), PipelineError> {
             .push(Constraint::trajectory(&path.with_model_heading(), f)?);
     }
 
+    const EDITS: [&str; 5] = [
+        "prefix",
+        "keyframes",
+        "trajectory",
+        "traj-model",
+        "timeline",
+    ];
+    if let Some(bad) = args.only.iter().find(|e| !EDITS.contains(&e.as_str())) {
+        return Err(common::option(
+            "--only",
+            format!("unknown edit {bad:?} (expected {})", EDITS.join(", ")),
+        ));
+    }
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|e| e == name);
+    edits.retain(|(name, _)| wanted(name));
     let mut rows = Vec::new();
     let b = bar(eval.len(), "{prefix:>12} {msg:10} {bar:30} {pos}/{len}");
     let progress = |name: &str| {
@@ -211,8 +260,31 @@ fn run(args: &Args) -> Result<(), PipelineError> {
                 }
             }
         }
-        let ratio = (!ratios.is_empty()).then(|| ratios.iter().sum::<f32>() / ratios.len() as f32);
-        rows.push(row(name, &run, Some(paired), err, ratio));
+        rows.push(row(name, &run, Some(paired), err, mean(&ratios)));
+    }
+    if wanted("timeline") {
+        let timeline = timelines(
+            args,
+            &eval,
+            pipeline,
+            tmr,
+            &opts,
+            &score_cfg,
+            &mut progress("timeline"),
+        )?;
+        let paired = sweep::paired_to_baseline(
+            &eval,
+            &timeline.run.embeddings,
+            &free.embeddings,
+            &score_cfg,
+        )?;
+        rows.push(row(
+            "timeline",
+            &timeline.run,
+            Some(paired),
+            0.0,
+            mean(&timeline.seam_ratios),
+        ));
     }
     b.finish_and_clear();
 
@@ -264,9 +336,153 @@ fn run(args: &Args) -> Result<(), PipelineError> {
     Ok(())
 }
 
+fn mean(xs: &[f32]) -> Option<f32> {
+    (!xs.is_empty()).then(|| xs.iter().sum::<f32>() / xs.len() as f32)
+}
+
+/// The `timeline` row's motions: one per sample, cut out of its timeline.
+struct Timelines {
+    run: EvalRun,
+    /// (jerk within 3 frames of the seams) / (jerk elsewhere), one per timeline with a seam.
+    seam_ratios: Vec<f32>,
+}
+
+/// Samples every `--timeline-captions` consecutive requests as one timeline (seed of its first
+/// request), cuts each segment out ([`Motion::part`]) and scores the segments like any other
+/// set of motions, each against its own caption.
+fn timelines(
+    args: &Args,
+    eval: &Evaluation,
+    pipeline: &TextToMotion,
+    tmr: &Tmr,
+    opts: &GenerateOptions,
+    cfg: &ScoreConfig,
+    on_progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<Timelines, PipelineError> {
+    let fps = pipeline.model().fps();
+    let overlap = ((args.overlap * fps as f64).round() as usize).max(2);
+    let n = eval.len();
+    let start = std::time::Instant::now();
+    let mut parts: Vec<Motion> = Vec::with_capacity(n);
+    let mut seam_ratios = Vec::new();
+    for group in eval.requests.chunks(args.timeline_captions) {
+        let segments: Vec<Segment> = group
+            .iter()
+            .map(|r| Segment {
+                text: r.text.clone(),
+                frames: r.frames,
+            })
+            .collect();
+        let done = parts.len();
+        let motion =
+            pipeline.generate_timeline(&segments, group[0].seed, overlap, opts, &mut |p| {
+                let frac = p.done as f64 / p.total.max(1) as f64;
+                on_progress(
+                    "generating",
+                    done + (frac * group.len() as f64).floor() as usize,
+                    n,
+                );
+            })?;
+        let mut at = 0;
+        let mut seams = Vec::new();
+        for s in &segments {
+            if at > 0 {
+                seams.push(at);
+            }
+            parts.push(motion.part(at, s.frames, None)?);
+            at += s.frames;
+        }
+        if !seams.is_empty() && motion.frames() >= 8 {
+            let (seam, inside) = seam_jerk(&motion.joints, motion.fps, &seams, 3)?;
+            seam_ratios.push(seam / inside.max(f32::MIN_POSITIVE));
+        }
+    }
+    let generation_seconds = start.elapsed().as_secs_f64();
+    let device = pipeline.model().dit().device().clone();
+    let feats: Vec<&Tensor> = parts.iter().map(|m| &m.features).collect();
+    let embeddings = evaluate::embed_motions(tmr, &feats, eval.batch_size, &device, &mut |d| {
+        on_progress("embedding", d, n)
+    })?;
+    let metrics = evaluate::score(&eval.real_emb, &embeddings, &eval.text_emb, cfg)?;
+    Ok(Timelines {
+        run: EvalRun {
+            motions: parts,
+            embeddings,
+            metrics,
+            generation_seconds,
+        },
+        seam_ratios,
+    })
+}
+
+/// Writes `DIR/test_split.safetensors` (`condition [N, C]`: each request's text condition,
+/// `frames [N]` (u32), `real_emb [N, d]`, `text_emb [N, d]`) and `DIR/test_split.json` (the
+/// captions, the dataset and the command), for models conditioned on one vector per caption.
+fn save_fixture(
+    dir: &std::path::Path,
+    eval: &Evaluation,
+    data: &std::path::Path,
+) -> Result<(), PipelineError> {
+    let mut conditions = Vec::with_capacity(eval.len());
+    for (r, s) in eval.requests.iter().zip(&eval.samples) {
+        match &r.text {
+            TextInput::Features(t) if t.rank() == 1 => conditions.push(t.clone()),
+            _ => {
+                return Err(common::option(
+                    "--save-fixture",
+                    format!(
+                        "sample {}: the fixture holds one condition vector per caption; this \
+                         model is conditioned on token sequences",
+                        s.id
+                    ),
+                ));
+            }
+        }
+    }
+    let frames: Vec<u32> = eval.requests.iter().map(|r| r.frames as u32).collect();
+    let n = frames.len();
+    let tensors = std::collections::HashMap::from([
+        ("condition".to_string(), Tensor::stack(&conditions, 0)?),
+        (
+            "frames".to_string(),
+            Tensor::from_vec(frames, n, &candle::Device::Cpu)?,
+        ),
+        ("real_emb".to_string(), eval.real_emb.clone()),
+        ("text_emb".to_string(), eval.text_emb.clone()),
+    ]);
+    motion_dit::output::ensure_writable_dir(dir)?;
+    let path = dir.join("test_split.safetensors");
+    motion_dit::output::write_safetensors(&path, &tensors)?;
+    let captions: Vec<&str> = eval.samples.iter().map(|s| s.caption.as_str()).collect();
+    let ids: Vec<&str> = eval.samples.iter().map(|s| s.id.as_str()).collect();
+    let meta = serde_json::json!({
+        "about": "The first N test captions of a dataset as the default model's editing test \
+                  uses them: condition = the model's text condition of each caption, frames = \
+                  the request's length (the real length capped at the model's maximum), \
+                  real_emb / text_emb = TMR embeddings of the real motions and of the captions \
+                  by the default evaluator.",
+        "dataset": data.display().to_string(),
+        "text_features": eval.text_label,
+        "command": format!(
+            "cargo run --release --example edit_eval -- --samples {n} --save-fixture {}",
+            dir.display()
+        ),
+        "ids": ids,
+        "captions": captions,
+    });
+    motion_dit::metrics::write_json(&dir.join("test_split.json"), &meta).map_err(|e| {
+        PipelineError::Write {
+            path: dir.join("test_split.json"),
+            reason: e.to_string(),
+        }
+    })?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
 fn row(
     name: &str,
-    run: &motion_dit::evaluate::EvalRun,
+    run: &EvalRun,
     vs_free: Option<PairedBounds>,
     err: f32,
     ratio: Option<f32>,

@@ -426,9 +426,12 @@ pub struct Segment {
 
 /// The windows a timeline is sampled in and the weights that blend their predictions.
 ///
-/// Every segment gets one or more windows of the same length `L` (the model's longest motion,
-/// or the whole timeline when shorter) covering the segment and `overlap / 2` frames on each
-/// side; where two segments meet, the weight passes linearly from one to the other over
+/// Every segment gets windows covering the segment and `overlap / 2` frames on each side: one
+/// window of exactly that span when it fits in the model's longest motion `L`, else several
+/// windows of length `L`. A window as long as its segment matters: the network places what the
+/// caption describes somewhere in the motion it is asked for, so a short segment inside a
+/// longer window may miss its own action. Windows shorter than the batch's longest are padded
+/// and masked. Where two segments meet, the weight passes linearly from one to the other over
 /// `overlap` frames (and between the windows of one segment, over their overlap). At the first
 /// frame of a window that starts inside the timeline the root's horizontal velocity and yaw
 /// rate get no weight from that window: SMPL-RIFKE stores the absolute position and heading
@@ -437,12 +440,14 @@ pub struct Segment {
 pub struct WindowPlan {
     /// Total frames.
     pub frames: usize,
-    /// Window length.
+    /// Longest window (the width of the network batch).
     pub len: usize,
     /// Start frame and segment of each window.
     pub windows: Vec<(usize, usize)>,
-    /// Normalised blend weights `[windows, len, 205]` (row-major), summing to 1 over the
-    /// windows that cover a frame and channel.
+    /// Length of each window (at most `len`).
+    pub lens: Vec<usize>,
+    /// Normalised blend weights `[windows, len, 205]` (row-major; zero past a window's own
+    /// length), summing to 1 over the windows that cover a frame and channel.
     pub weights: Vec<f32>,
     /// Frames where one segment hands over to the next.
     pub seams: Vec<usize>,
@@ -460,13 +465,14 @@ impl WindowPlan {
             ));
         }
         let total: usize = segment_frames.iter().sum();
-        let len = max_len.min(total);
+        let max_len = max_len.min(total);
         let h = overlap / 2;
-        if segment_frames.len() > 1 && (overlap < 2 || overlap + 2 > len) {
+        if segment_frames.len() > 1 && (overlap < 2 || overlap + 2 > max_len) {
             return Err(bad(
                 "overlap",
                 format!(
-                    "{overlap} frames: must be at least 2 and below the window of {len} frames"
+                    "{overlap} frames: must be at least 2 and below the window of {max_len} \
+                     frames"
                 ),
             ));
         }
@@ -479,25 +485,23 @@ impl WindowPlan {
         let seams: Vec<usize> = bounds.iter().skip(1).map(|b| b.0).collect();
         // Windows of each segment over its span [a - h, b + h) clipped to the timeline.
         let mut windows = Vec::new();
+        let mut lens = Vec::new();
         for (i, &(a, b)) in bounds.iter().enumerate() {
             let lo = a.saturating_sub(h);
             let hi = (b + h).min(total);
             let span = hi - lo;
-            let n = if span <= len {
-                1
-            } else {
-                (span - overlap.max(1)).div_ceil(len - overlap.max(1))
-            };
+            if span <= max_len {
+                windows.push((lo, i));
+                lens.push(span);
+                continue;
+            }
+            let n = (span - overlap.max(1)).div_ceil(max_len - overlap.max(1));
             for k in 0..n {
-                let start = if n == 1 {
-                    // Centred on the span, inside the timeline.
-                    (lo + span / 2).saturating_sub(len / 2).min(total - len)
-                } else {
-                    lo + (span - len) * k / (n - 1)
-                };
-                windows.push((start, i));
+                windows.push((lo + (span - max_len) * k / (n - 1), i));
+                lens.push(max_len);
             }
         }
+        let len = lens.iter().copied().max().unwrap_or(max_len);
         // Segment weight: 1 inside, linear over [boundary - h, boundary + h).
         let seg_weight = |i: usize, t: usize| -> f32 {
             let (a, b) = bounds[i];
@@ -517,7 +521,7 @@ impl WindowPlan {
         };
         // Window ramp: a tent reaching 1 `overlap` frames in from an inner edge.
         let ramp = overlap.max(1) as f32;
-        let win_weight = |start: usize, t: usize| -> f32 {
+        let win_weight = |start: usize, len: usize, t: usize| -> f32 {
             if t < start || t >= start + len {
                 return 0.0;
             }
@@ -545,15 +549,16 @@ impl WindowPlan {
         };
         for t in 0..total {
             for (wi, &(start, seg)) in windows.iter().enumerate() {
-                let ww = win_weight(start, t);
+                let ww = win_weight(start, lens[wi], t);
                 if ww == 0.0 {
                     continue;
                 }
                 // Share the segment's weight among its windows covering t.
                 let same: f32 = windows
                     .iter()
-                    .filter(|(_, s)| *s == seg)
-                    .map(|&(st, _)| win_weight(st, t))
+                    .zip(&lens)
+                    .filter(|((_, s), _)| *s == seg)
+                    .map(|(&(st, _), &l)| win_weight(st, l, t))
                     .sum();
                 let v = seg_weight(seg, t) * ww / same;
                 let k = t - start;
@@ -571,7 +576,7 @@ impl WindowPlan {
         // Normalise; where nothing covers a frame and channel with weight (cannot happen with
         // overlap >= 2, but be safe), fall back to the plain mean of the covering windows.
         for (wi, &(start, _)) in windows.iter().enumerate() {
-            for k in 0..len {
+            for k in 0..lens[wi] {
                 let t = start + k;
                 for c in 0..d {
                     let s = sum[t * d + c];
@@ -581,7 +586,8 @@ impl WindowPlan {
                     } else {
                         let n = windows
                             .iter()
-                            .filter(|&&(st, _)| t >= st && t < st + len)
+                            .zip(&lens)
+                            .filter(|&(&(st, _), &l)| t >= st && t < st + l)
                             .count();
                         1.0 / n as f32
                     };
@@ -592,6 +598,7 @@ impl WindowPlan {
             frames: total,
             len,
             windows,
+            lens,
             weights,
             seams,
         })
@@ -621,11 +628,17 @@ impl diffusion::Denoiser for Blended<'_> {
         let windows: Vec<Tensor> = plan
             .windows
             .iter()
-            .map(|&(s, _)| x.narrow(1, s, len))
+            .zip(&plan.lens)
+            .map(|(&(s, _), &l)| x.narrow(1, s, l)?.pad_with_zeros(1, 0, len - l))
             .collect::<candle::Result<_>>()?;
         let xs = Tensor::cat(&windows, 0)?;
         let g = gamma.broadcast_as(w)?.contiguous()?;
-        let mask = Tensor::ones((w, len), DType::F32, x.device())?;
+        let mask: Vec<f32> = plan
+            .lens
+            .iter()
+            .flat_map(|&l| (0..len).map(move |k| if k < l { 1.0 } else { 0.0 }))
+            .collect();
+        let mask = Tensor::from_vec(mask, (w, len), x.device())?;
         let x0 = self.net.forward(&xs, &g, &self.cond, &mask)?;
         let x0 = x0
             .to_dtype(DType::F32)?
@@ -634,13 +647,13 @@ impl diffusion::Denoiser for Blended<'_> {
             .to_vec1::<f32>()?;
         let d = x.dim(2)?;
         let mut out = vec![0f32; plan.frames * d];
-        for (wi, &(start, _)) in plan.windows.iter().enumerate() {
+        for (wi, (&(start, _), &l)) in plan.windows.iter().zip(&plan.lens).enumerate() {
             let base = wi * len * d;
-            let dst = &mut out[start * d..(start + len) * d];
+            let dst = &mut out[start * d..(start + l) * d];
             for (o, (v, wt)) in dst.iter_mut().zip(
-                x0[base..base + len * d]
+                x0[base..base + l * d]
                     .iter()
-                    .zip(&plan.weights[base..base + len * d]),
+                    .zip(&plan.weights[base..base + l * d]),
             ) {
                 *o += v * wt;
             }
@@ -835,7 +848,7 @@ mod tests {
         let d = motion_data::FEATURE_DIM;
         let mut sum = vec![0f32; plan.frames * d];
         for (wi, &(start, _)) in plan.windows.iter().enumerate() {
-            for k in 0..plan.len {
+            for k in 0..plan.lens[wi] {
                 for c in 0..d {
                     sum[(start + k) * d + c] += plan.weights[(wi * plan.len + k) * d + c];
                 }
@@ -865,7 +878,30 @@ mod tests {
             for s in 0..segments.len() {
                 assert!(plan.windows.iter().any(|w| w.1 == s));
             }
-            assert!(plan.windows.iter().all(|&(st, _)| st + plan.len <= total));
+            assert_eq!(plan.lens.len(), plan.windows.len());
+            for (wi, (&(st, _), &l)) in plan.windows.iter().zip(&plan.lens).enumerate() {
+                assert!(st + l <= total && l <= plan.len);
+                // Past its own length a window has no weight.
+                let past = &plan.weights[(wi * plan.len + l) * d..(wi + 1) * plan.len * d];
+                assert!(past.iter().all(|&w| w == 0.0));
+            }
+            // A segment whose span (with half the overlap on each side) fits gets one window of
+            // exactly that span.
+            let mut a = 0usize;
+            for (i, &f) in segments.iter().enumerate() {
+                let (lo, hi) = (
+                    a.saturating_sub(overlap / 2),
+                    (a + f + overlap / 2).min(total),
+                );
+                if hi - lo <= max_len {
+                    let mine: Vec<usize> = (0..plan.windows.len())
+                        .filter(|&w| plan.windows[w].1 == i)
+                        .collect();
+                    assert_eq!(mine.len(), 1, "{segments:?} segment {i}");
+                    assert_eq!((plan.windows[mine[0]].0, plan.lens[mine[0]]), (lo, hi - lo));
+                }
+                a += f;
+            }
             // A window starting inside the timeline gives its first frame's root velocity and
             // yaw rate no weight.
             for (wi, &(start, _)) in plan.windows.iter().enumerate() {
@@ -889,7 +925,7 @@ mod tests {
             plan.windows
                 .iter()
                 .enumerate()
-                .filter(|(_, w)| w.1 == 0 && t >= w.0 && t < w.0 + plan.len)
+                .filter(|(wi, w)| w.1 == 0 && t >= w.0 && t < w.0 + plan.lens[*wi])
                 .map(|(wi, w)| plan.weights[(wi * plan.len + t - w.0) * d + 10])
                 .sum()
         };

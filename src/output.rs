@@ -51,6 +51,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     commit(&tmp, path)
 }
 
+/// Writes `tensors` to the safetensors file `path` atomically, with the permissions a new file
+/// gets in its folder.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &std::collections::HashMap<String, candle::Tensor>,
+) -> Result<()> {
+    let tmp = temp_path(path);
+    if let Err(e) = candle::safetensors::save(tensors, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(write_err(&tmp, e));
+    }
+    with_default_permissions(&tmp)?;
+    commit(&tmp, path)
+}
+
 /// Checks that `dir` exists (creating it) and accepts files, before any work is done.
 pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;

@@ -247,6 +247,51 @@ impl Motion {
         self.frames() as f32 / self.fps
     }
 
+    /// Frames `start..start + frames` as a motion of their own (e.g. one segment of a
+    /// timeline, to score it against its caption): the features of those frames, except that
+    /// frame 0's root velocity and yaw rate become the absolute position and heading at
+    /// `start`, as in a motion that begins there. Everything else is left as generated (not
+    /// re-encoded), so a part is scored like the motions the model makes; decoding the part's
+    /// features gives back the same joints.
+    pub fn part(&self, start: usize, frames: usize, caption: Option<String>) -> Result<Self> {
+        let total = self.frames();
+        if frames == 0 || start.checked_add(frames).is_none_or(|end| end > total) {
+            return Err(PipelineError::Option {
+                name: "motion part".into(),
+                reason: format!(
+                    "frames {start}..{} of a {total}-frame motion: must be a non-empty range \
+                     inside it",
+                    start.saturating_add(frames)
+                ),
+            });
+        }
+        let layout = motion_repr::FeatureLayout::SMPL_RIFKE;
+        let d = layout.dim();
+        let all = self.features.flatten_all()?.to_vec1::<f32>()?;
+        let mut x = all[start * d..(start + frames) * d].to_vec();
+        if start > 0 {
+            // The heading and pelvis position at `start`, integrated as decoding does.
+            let yaw = (0..=start).fold(0f32, |a, t| a + all[t * d + layout.vel_angles.start]);
+            let pelvis = self.joints.i((start, 0))?.to_vec1::<f32>()?;
+            let (s, c) = yaw.sin_cos();
+            let v = layout.vel_root_xy_local.start;
+            x[v] = c * pelvis[0] + s * pelvis[1];
+            x[v + 1] = -s * pelvis[0] + c * pelvis[1];
+            x[layout.vel_angles.start] = yaw;
+        }
+        let features = Tensor::from_vec(x, (frames, d), &Device::Cpu)?;
+        let joints = self.joints.narrow(0, start, frames)?.contiguous()?;
+        let rotations = self.rotations.narrow(0, start, frames)?.contiguous()?;
+        Ok(Self {
+            caption,
+            seed: self.seed,
+            fps: self.fps,
+            features,
+            joints,
+            rotations,
+        })
+    }
+
     /// The body-model inputs of this motion (the reference's mapping,
     /// [`motion_repr::rifke::to_body_params`]).
     pub fn body_params(&self, body: &BodyModel) -> Result<BodyParams> {

@@ -415,13 +415,10 @@ pub fn save_embeddings(dir: &Path, setting: &SweepSetting, emb: &candle::Tensor)
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| write_err(parent, e))?;
     }
-    let tmp = crate::output::temp_path(&path);
-    candle::safetensors::save(
+    crate::output::write_safetensors(
+        &path,
         &std::collections::HashMap::from([("embeddings".to_string(), emb.clone())]),
-        &tmp,
     )
-    .map_err(|e| write_err(&tmp, e))?;
-    crate::output::commit(&tmp, &path)
 }
 
 /// Loads the embeddings [`save_embeddings`] wrote, or `None` when the file is absent.

@@ -406,6 +406,25 @@ fn a_timeline_is_one_motion_sampled_jointly() -> Result<()> {
         let v = a.features.flatten_all()?.to_vec1::<f32>()?;
         assert!(v.iter().all(|x| x.is_finite()), "{sampler}");
     }
+    // A segment cut out is a motion of its own that decodes back to the same joints.
+    let a = pipe.generate_timeline(
+        &segments,
+        4,
+        8,
+        &GenerateOptions::for_model(pipe.model()),
+        &mut |_| {},
+    )?;
+    let part = a.part(30, 25, Some("a person jumps".into()))?;
+    assert_eq!(part.frames(), 25);
+    let (joints, _) = motion_dit::motion_repr::rifke::decode(&part.features)?;
+    assert!(max_diff(&joints, &a.joints.narrow(0, 30, 25)?)? < 1e-4);
+    assert!(max_diff(&part.joints, &joints)? < 1e-4);
+    for (start, frames) in [(0, 0), (80, 11), (usize::MAX, 2)] {
+        assert!(matches!(
+            a.part(start, frames, None),
+            Err(PipelineError::Option { .. })
+        ));
+    }
     // One segment in one window: the window is the whole motion, weights 1: plain generation.
     let opts = GenerateOptions {
         steps: 3,
