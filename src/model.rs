@@ -11,6 +11,7 @@
 //! ```
 //! File names inside `config.json` are relative to the folder (absolute paths are allowed).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle::{Device, Tensor};
@@ -415,9 +416,20 @@ pub fn load_text_encoder(
     folder: &Path,
     device: &Device,
 ) -> Result<Box<dyn TextEncoder + Send + Sync>> {
+    text_encoder_from(kind, tmr::Folder::Dir(folder), device)
+}
+
+/// Where [`MotionModel::from_memory`] looks for the text encoder's files.
+pub const MEMORY_TEXT_ENCODER_DIR: &str = "text_encoder";
+
+fn text_encoder_from(
+    kind: TextEncoderKind,
+    folder: tmr::Folder<'_>,
+    device: &Device,
+) -> Result<Box<dyn TextEncoder + Send + Sync>> {
     Ok(match kind {
-        TextEncoderKind::Clip => Box::new(tmr::ClipTextEncoder::from_folder(folder, device)?),
-        TextEncoderKind::Sentence => Box::new(tmr::SentenceEncoder::from_folder(folder, device)?),
+        TextEncoderKind::Clip => Box::new(tmr::ClipTextEncoder::from_files(folder, device)?),
+        TextEncoderKind::Sentence => Box::new(tmr::SentenceEncoder::from_files(folder, device)?),
     })
 }
 
@@ -518,6 +530,83 @@ impl MotionModel {
         let mut model = Self::new(dit, normalizer, text_encoder, cfg.fps, cfg.max_frames)?;
         model.sampling = cfg.sampling;
         model.source = ModelSource::Folder(dir.to_path_buf());
+        Ok(model)
+    }
+
+    /// Loads a model folder held in memory (e.g. the files a web page fetched): file names
+    /// relative to the folder -> bytes. `config.json` and the weights and statistics it names
+    /// are required; the text encoder it names is read from the names under
+    /// [`MEMORY_TEXT_ENCODER_DIR`] (`text_encoder/config.json`, `text_encoder/model.safetensors`,
+    /// `text_encoder/tokenizer.json`, ...) whether the folder's config points at a folder or at
+    /// the cache; without those files the model has no text encoder. Errors name the files as
+    /// `<memory>/NAME`.
+    pub fn from_memory(files: &HashMap<String, Vec<u8>>, device: &Device) -> Result<Self> {
+        let label = Path::new("<memory>");
+        let get = |name: &str, what: &str, hint: &str| -> Result<&[u8]> {
+            files
+                .get(name)
+                .map(|b| &b[..])
+                .ok_or_else(|| PipelineError::MissingFile {
+                    what: what.into(),
+                    path: label.join(name),
+                    hint: hint.into(),
+                })
+        };
+        let cfg_path = label.join("config.json");
+        let cfg_bytes = get(
+            "config.json",
+            "model config",
+            "a model folder holds config.json, model.safetensors and stats.safetensors \
+             (docs/model-folder.md)",
+        )?;
+        let cfg: ModelConfig =
+            serde_json::from_slice(cfg_bytes).map_err(|e| PipelineError::Config {
+                path: cfg_path.clone(),
+                reason: e.to_string(),
+            })?;
+        cfg.validate(&cfg_path)?;
+        let name = |p: &Path| p.to_string_lossy().replace('\\', "/");
+        let weights_name = name(&cfg.weights);
+        let weights = get(
+            &weights_name,
+            "model weights",
+            "named by `weights` in config.json",
+        )?;
+        let stats_name = name(&cfg.stats);
+        let stats = get(
+            &stats_name,
+            "model statistics",
+            "named by `stats` in config.json",
+        )?;
+        let dit = Dit::from_safetensors_bytes(
+            weights,
+            &label.join(&weights_name).to_string_lossy(),
+            &cfg.dit,
+            device,
+        )?;
+        let stats_path = label.join(&stats_name);
+        let mut st = candle::safetensors::load_buffer(stats, device)
+            .map_err(|e| read_err(&stats_path, e))?;
+        let mut take = |key: &str| {
+            st.remove(key)
+                .ok_or_else(|| read_err(&stats_path, format!("no tensor {key:?}")))
+        };
+        let normalizer = Normalizer::new(take("mean")?, take("std")?)?;
+        let prefix = format!("{MEMORY_TEXT_ENCODER_DIR}/");
+        let text_encoder = match &cfg.text_encoder {
+            Some(spec) if files.contains_key(&format!("{prefix}config.json")) => {
+                let folder = tmr::Folder::Memory {
+                    label: &label.join(MEMORY_TEXT_ENCODER_DIR),
+                    files,
+                    prefix: &prefix,
+                };
+                Some(text_encoder_from(spec.kind, folder, device)?)
+            }
+            _ => None,
+        };
+        let mut model = Self::new(dit, normalizer, text_encoder, cfg.fps, cfg.max_frames)?;
+        model.sampling = cfg.sampling;
+        model.source = ModelSource::Folder(label.to_path_buf());
         Ok(model)
     }
 
@@ -737,11 +826,8 @@ pub fn save_model_folder(
             reason: format!("key {bad:?} does not start with \"model.\""),
         });
     }
-    let save = |path: &Path, tensors: std::collections::HashMap<String, Tensor>| -> Result<()> {
-        let tmp = crate::output::temp_path(path);
-        candle::safetensors::save(&tensors, &tmp).map_err(|e| write_err(&tmp, e))?;
-        crate::output::with_default_permissions(&tmp)?;
-        crate::output::commit(&tmp, path)
+    let save = |path: &Path, tensors: std::collections::HashMap<String, Tensor>| {
+        crate::output::write_safetensors(path, &tensors)
     };
     save(&resolve(dir, &config.weights), weights.clone())?;
     save(

@@ -17,6 +17,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("motion-viz", &["smpl", "motion-repr"]),
     ("motion-export", &["smpl"]),
     ("test-fixtures", &[]),
+    ("motion-web", &["motion-dit"]),
 ];
 
 /// Workspace dependencies of every workspace package, split into (normal+build, dev).

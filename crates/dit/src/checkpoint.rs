@@ -218,6 +218,25 @@ impl Dit {
         Dit::from_tensors(tensors, cfg, device, &source)
     }
 
+    /// As [`Dit::from_checkpoint`] for the bytes of a `.safetensors` file already in memory
+    /// (e.g. fetched by a web page); `name` stands for the file in error messages.
+    pub fn from_safetensors_bytes(
+        bytes: &[u8],
+        name: &str,
+        cfg: &DitConfig,
+        device: &Device,
+    ) -> Result<Dit, DitError> {
+        let path = Path::new(name);
+        let all =
+            candle::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| read_err(path, e))?;
+        let (tensors, prefix) = select_network(path, all, None)?;
+        let tensors = tensors
+            .into_iter()
+            .map(|(k, t)| t.to_device(device).map(|t| (k, t)))
+            .collect::<candle::Result<HashMap<_, _>>>()?;
+        Dit::from_tensors(tensors, cfg, device, &format!("{name} (prefix {prefix:?})"))
+    }
+
     /// A network with freshly initialised, seeded weights held in a [`VarMap`] (for training
     /// and benchmarks): weight matrices `N(0, 0.02)`, biases 0, LayerNorm scales 1. The
     /// position tables and time frequencies are computed, not trainable.

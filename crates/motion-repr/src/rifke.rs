@@ -355,31 +355,40 @@ pub fn decode_batch(features: &Tensor, frame_mask: &Tensor) -> Result<(Tensor, T
         .clamp(1, b.max(1));
     let per = b.div_ceil(threads).max(1);
     let x = &x;
-    std::thread::scope(|s| {
-        for (ci, (jc, rc)) in joints
-            .chunks_mut(per * f * NJ * 3)
-            .zip(rots.chunks_mut(per * f * NR * 9))
+    let rows = &rows;
+    // Decodes the sequences of chunk `ci` (`per` sequences) into `jc` / `rc`.
+    let work = move |ci: usize, jc: &mut [f32], rc: &mut [f32]| {
+        for (k, (jo, ro)) in jc
+            .chunks_mut(f * NJ * 3)
+            .zip(rc.chunks_mut(f * NR * 9))
             .enumerate()
         {
-            let rows = &rows;
-            s.spawn(move || {
-                for (k, (jo, ro)) in jc
-                    .chunks_mut(f * NJ * 3)
-                    .zip(rc.chunks_mut(f * NR * 9))
-                    .enumerate()
-                {
-                    let bi = ci * per + k;
-                    let valid = &rows[bi];
-                    let xs = gather(&x[bi * f * D..(bi + 1) * f * D], valid, D);
-                    let (j, r) = decode_frames(&xs, valid.len());
-                    for (k, &fi) in valid.iter().enumerate() {
-                        jo[fi * NJ * 3..(fi + 1) * NJ * 3]
-                            .copy_from_slice(&j[k * NJ * 3..(k + 1) * NJ * 3]);
-                        ro[fi * NR * 9..(fi + 1) * NR * 9]
-                            .copy_from_slice(&r[k * NR * 9..(k + 1) * NR * 9]);
-                    }
-                }
-            });
+            let bi = ci * per + k;
+            let valid = &rows[bi];
+            let xs = gather(&x[bi * f * D..(bi + 1) * f * D], valid, D);
+            let (j, r) = decode_frames(&xs, valid.len());
+            for (k, &fi) in valid.iter().enumerate() {
+                jo[fi * NJ * 3..(fi + 1) * NJ * 3]
+                    .copy_from_slice(&j[k * NJ * 3..(k + 1) * NJ * 3]);
+                ro[fi * NR * 9..(fi + 1) * NR * 9]
+                    .copy_from_slice(&r[k * NR * 9..(k + 1) * NR * 9]);
+            }
+        }
+    };
+    // The first chunk runs on this thread, so one chunk spawns nothing (WebAssembly has no
+    // threads).
+    std::thread::scope(|s| {
+        let mut chunks = joints
+            .chunks_mut(per * f * NJ * 3)
+            .zip(rots.chunks_mut(per * f * NR * 9))
+            .enumerate();
+        let first = chunks.next();
+        for (ci, (jc, rc)) in chunks {
+            let work = &work;
+            s.spawn(move || work(ci, jc, rc));
+        }
+        if let Some((ci, (jc, rc))) = first {
+            work(ci, jc, rc);
         }
     });
     Ok((

@@ -242,6 +242,27 @@ impl BodyModel {
         Self::from_arrays(Loader { path, arrays }, device)
     }
 
+    /// As [`BodyModel::from_npz`] for the bytes of a file already in memory (e.g. fetched by a
+    /// web page): `name` (its file name) chooses the format by its extension and names the
+    /// file in errors.
+    pub fn from_bytes(bytes: &[u8], name: &str, device: &Device) -> Result<Self> {
+        let path = Path::new(name);
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let arrays = match ext.as_deref() {
+            Some("npz") => crate::io::read_npz_from(std::io::Cursor::new(bytes), path)?,
+            Some("safetensors") => crate::io::read_safetensors_bytes(bytes, path)?,
+            _ => {
+                return Err(SmplError::UnsupportedFormat {
+                    path: path.to_path_buf(),
+                });
+            }
+        };
+        Self::from_arrays(Loader { path, arrays }, device)
+    }
+
     /// Loads a model from `.safetensors` (alias of [`BodyModel::from_npz`], which dispatches on
     /// the extension).
     pub fn from_safetensors(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
@@ -927,10 +948,17 @@ impl BodyModel {
                 transforms,
                 transl,
             };
+            // The first chunk runs on this thread, so one chunk spawns nothing (WebAssembly
+            // has no threads).
             std::thread::scope(|s| {
-                for (ci, chunk) in out.chunks_mut(per * n3).enumerate() {
+                let mut chunks = out.chunks_mut(per * n3).enumerate();
+                let first = chunks.next();
+                for (ci, chunk) in chunks {
                     let job = &job;
                     s.spawn(move || job.run(ci * per, chunk));
+                }
+                if let Some((ci, chunk)) = first {
+                    job.run(ci * per, chunk);
                 }
             });
         }

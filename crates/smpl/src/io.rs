@@ -112,7 +112,15 @@ fn parse_npy(bytes: &[u8], path: &Path, key: &str) -> Result<Array> {
 /// Reads every array of a numpy `.npz` archive (stored or deflate-compressed members).
 pub(crate) fn read_npz(path: &Path) -> Result<HashMap<String, Array>> {
     let file = std::fs::File::open(path).map_err(|e| read_err(path, e))?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+    read_npz_from(std::io::BufReader::new(file), path)
+}
+
+/// Reads every `.npy` member of an `.npz` archive from `reader`; `path` names it in errors.
+pub(crate) fn read_npz_from(
+    reader: impl std::io::Read + std::io::Seek,
+    path: &Path,
+) -> Result<HashMap<String, Array>> {
+    let mut zip = zip::ZipArchive::new(reader)
         .map_err(|e| read_err(path, format!("not a zip/npz archive: {e}")))?;
     let mut out = HashMap::new();
     for i in 0..zip.len() {
@@ -134,9 +142,14 @@ pub(crate) fn read_npz(path: &Path) -> Result<HashMap<String, Array>> {
 
 /// Reads every tensor of a `.safetensors` file (F32, F64, F16, BF16, I64, I32, U32 accepted).
 pub(crate) fn read_safetensors(path: &Path) -> Result<HashMap<String, Array>> {
-    use safetensors::Dtype;
     let bytes = std::fs::read(path).map_err(|e| read_err(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| read_err(path, e))?;
+    read_safetensors_bytes(&bytes, path)
+}
+
+/// Reads every tensor of `.safetensors` bytes; `path` names them in errors.
+pub(crate) fn read_safetensors_bytes(bytes: &[u8], path: &Path) -> Result<HashMap<String, Array>> {
+    use safetensors::Dtype;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| read_err(path, e))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         let raw = view.data();

@@ -26,4 +26,4 @@ pub mod train;
 pub use actor::{ActorEncoder, ActorEncoderConfig, sinusoidal_table};
 pub use error::{Result, TmrError};
 pub use model::{Tmr, TmrConfig, reference_checkpoint_paths};
-pub use text::{ClipTextEncoder, SentenceEncoder, TextEncoder, TextFeatures};
+pub use text::{ClipTextEncoder, Folder, SentenceEncoder, TextEncoder, TextFeatures};

@@ -13,7 +13,9 @@
 //! `tokenizer.json`); nothing is downloaded. An empty caption is rejected with
 //! [`TmrError::EmptyCaption`]: use zero features for an unconditional input instead.
 
-use std::path::Path;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use candle::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
@@ -46,46 +48,94 @@ pub trait TextEncoder {
     fn dim(&self) -> usize;
 }
 
-fn require_file(dir: &Path, name: &str, hint: &str) -> Result<std::path::PathBuf> {
-    let path = dir.join(name);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(TmrError::MissingFile {
-            path,
-            hint: hint.to_string(),
-        })
+/// The files of a Hugging Face text-encoder folder: a directory on disk, or the same files
+/// held in memory (e.g. fetched by a web page), by file name.
+#[derive(Debug, Clone, Copy)]
+pub enum Folder<'a> {
+    /// A directory.
+    Dir(&'a Path),
+    /// Files held in memory: `prefix` + file name (`config.json`, `model.safetensors`, ...)
+    /// -> bytes; `label` names the folder in errors.
+    Memory {
+        /// What the files stand for in error messages.
+        label: &'a Path,
+        /// The files.
+        files: &'a HashMap<String, Vec<u8>>,
+        /// Prefix of this folder's names in `files` (e.g. `"text_encoder/"`, or `""`).
+        prefix: &'a str,
+    },
+}
+
+impl<'a> Folder<'a> {
+    fn path(&self, name: &str) -> PathBuf {
+        match self {
+            Folder::Dir(dir) => dir.join(name),
+            Folder::Memory { label, .. } => label.join(name),
+        }
+    }
+
+    /// The bytes of `name`, `None` when the folder has no such file.
+    fn read_optional(&self, name: &str) -> Result<Option<Cow<'a, [u8]>>> {
+        match self {
+            Folder::Dir(dir) => {
+                let path = dir.join(name);
+                if !path.is_file() {
+                    return Ok(None);
+                }
+                std::fs::read(&path)
+                    .map(|b| Some(Cow::Owned(b)))
+                    .map_err(|e| TmrError::Read {
+                        path,
+                        reason: e.to_string(),
+                    })
+            }
+            Folder::Memory { files, prefix, .. } => Ok(files
+                .get(&format!("{prefix}{name}"))
+                .map(|b| Cow::Borrowed(&b[..]))),
+        }
+    }
+
+    fn read(&self, name: &str, hint: &str) -> Result<Cow<'a, [u8]>> {
+        self.read_optional(name)?
+            .ok_or_else(|| TmrError::MissingFile {
+                path: self.path(name),
+                hint: hint.to_string(),
+            })
+    }
+
+    fn json(&self, name: &str, hint: &str) -> Result<serde_json::Value> {
+        let bytes = self.read(name, hint)?;
+        parse_json(&bytes, &self.path(name))
+    }
+
+    fn tokenizer(&self, hint: &str) -> Result<Tokenizer> {
+        let bytes = self.read("tokenizer.json", hint)?;
+        let mut tok = Tokenizer::from_bytes(&bytes).map_err(|e| TmrError::Read {
+            path: self.path("tokenizer.json"),
+            reason: e.to_string(),
+        })?;
+        tok.with_padding(None);
+        tok.with_truncation(None)
+            .map_err(|e| TmrError::Tokenizer(e.to_string()))?;
+        Ok(tok)
+    }
+
+    fn weights(&self, hint: &str, device: &Device) -> Result<VarBuilder<'static>> {
+        let bytes = self.read("model.safetensors", hint)?;
+        let tensors =
+            candle::safetensors::load_buffer(&bytes, device).map_err(|e| TmrError::Read {
+                path: self.path("model.safetensors"),
+                reason: e.to_string(),
+            })?;
+        Ok(VarBuilder::from_tensors(tensors, DType::F32, device))
     }
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| TmrError::Read {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| TmrError::Read {
+fn parse_json(bytes: &[u8], path: &Path) -> Result<serde_json::Value> {
+    serde_json::from_slice(bytes).map_err(|e| TmrError::Read {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })
-}
-
-fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    let mut tok = Tokenizer::from_file(path).map_err(|e| TmrError::Read {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    tok.with_padding(None);
-    tok.with_truncation(None)
-        .map_err(|e| TmrError::Tokenizer(e.to_string()))?;
-    Ok(tok)
-}
-
-fn load_safetensors(path: &Path, device: &Device) -> Result<VarBuilder<'static>> {
-    let tensors = candle::safetensors::load(path, device).map_err(|e| TmrError::Read {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    Ok(VarBuilder::from_tensors(tensors, DType::F32, device))
 }
 
 /// Tokenises each caption (special tokens added by the tokenizer's post-processor), rejecting
@@ -177,7 +227,15 @@ impl ClipTextSizes {
 
     /// Reads `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let mut value = read_json(path)?;
+        let bytes = std::fs::read(path).map_err(|e| TmrError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::from_json(parse_json(&bytes, path)?, path)
+    }
+
+    /// Reads the parsed `config.json` (`path` names it in errors).
+    fn from_json(mut value: serde_json::Value, path: &Path) -> Result<Self> {
         if let Some(text) = value.get_mut("text_config") {
             value = text.take();
         }
@@ -238,13 +296,15 @@ impl ClipTextEncoder {
     /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from a local folder
     /// (a `CLIPModel` or `CLIPTextModel` save; weight names with or without `text_model.`).
     pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        let dir = dir.as_ref();
-        let config = require_file(dir, "config.json", CLIP_HINT)?;
-        let weights = require_file(dir, "model.safetensors", CLIP_HINT)?;
-        let tokenizer = require_file(dir, "tokenizer.json", CLIP_HINT)?;
-        let sizes = ClipTextSizes::from_file(&config)?;
-        let tokenizer = load_tokenizer(&tokenizer)?;
-        let vb = load_safetensors(&weights, device)?;
+        Self::from_files(Folder::Dir(dir.as_ref()), device)
+    }
+
+    /// As [`ClipTextEncoder::from_folder`] from a folder on disk or in memory.
+    pub fn from_files(folder: Folder<'_>, device: &Device) -> Result<Self> {
+        let config = folder.json("config.json", CLIP_HINT)?;
+        let sizes = ClipTextSizes::from_json(config, &folder.path("config.json"))?;
+        let tokenizer = folder.tokenizer(CLIP_HINT)?;
+        let vb = folder.weights(CLIP_HINT, device)?;
         Self::new(&sizes, vb, tokenizer)
     }
 
@@ -355,28 +415,28 @@ impl SentenceEncoder {
     /// The maximum length is `max_seq_length` of `sentence_bert_config.json` when present,
     /// else `max_position_embeddings`.
     pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        let dir = dir.as_ref();
-        let config = require_file(dir, "config.json", BERT_HINT)?;
-        let weights = require_file(dir, "model.safetensors", BERT_HINT)?;
-        let tokenizer = require_file(dir, "tokenizer.json", BERT_HINT)?;
-        let cfg: bert::Config =
-            serde_json::from_value(read_json(&config)?).map_err(|e| TmrError::Read {
-                path: config.clone(),
+        Self::from_files(Folder::Dir(dir.as_ref()), device)
+    }
+
+    /// As [`SentenceEncoder::from_folder`] from a folder on disk or in memory.
+    pub fn from_files(folder: Folder<'_>, device: &Device) -> Result<Self> {
+        let config_path = folder.path("config.json");
+        let cfg: bert::Config = serde_json::from_value(folder.json("config.json", BERT_HINT)?)
+            .map_err(|e| TmrError::Read {
+                path: config_path,
                 reason: e.to_string(),
             })?;
-        let st = dir.join("sentence_bert_config.json");
-        let max_len = if st.is_file() {
-            read_json(&st)?
+        let max_len = match folder.read_optional("sentence_bert_config.json")? {
+            Some(bytes) => parse_json(&bytes, &folder.path("sentence_bert_config.json"))?
                 .get("max_seq_length")
                 .and_then(|v| v.as_u64())
                 .map(|v| v as usize)
                 .unwrap_or(cfg.max_position_embeddings)
-                .min(cfg.max_position_embeddings)
-        } else {
-            cfg.max_position_embeddings
+                .min(cfg.max_position_embeddings),
+            None => cfg.max_position_embeddings,
         };
-        let tokenizer = load_tokenizer(&tokenizer)?;
-        let vb = load_safetensors(&weights, device)?;
+        let tokenizer = folder.tokenizer(BERT_HINT)?;
+        let vb = folder.weights(BERT_HINT, device)?;
         Self::new(&cfg, vb, tokenizer, max_len)
     }
 
