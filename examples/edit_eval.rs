@@ -366,13 +366,7 @@ fn timelines(
     let mut parts: Vec<Motion> = Vec::with_capacity(n);
     let mut seam_ratios = Vec::new();
     for group in eval.requests.chunks(args.timeline_captions) {
-        let segments: Vec<Segment> = group
-            .iter()
-            .map(|r| Segment {
-                text: r.text.clone(),
-                frames: r.frames,
-            })
-            .collect();
+        let segments: Vec<Segment> = group.iter().map(Segment::from).collect();
         let done = parts.len();
         let motion =
             pipeline.generate_timeline(&segments, group[0].seed, overlap, opts, &mut |p| {
@@ -383,15 +377,16 @@ fn timelines(
                     n,
                 );
             })?;
-        let mut at = 0;
-        let mut seams = Vec::new();
-        for s in &segments {
-            if at > 0 {
-                seams.push(at);
-            }
-            parts.push(motion.part(at, s.frames, None)?);
-            at += s.frames;
-        }
+        let lens: Vec<usize> = segments.iter().map(|s| s.frames).collect();
+        parts.extend(motion.split(&lens)?);
+        let seams: Vec<usize> = lens
+            .iter()
+            .scan(0, |at, f| {
+                *at += f;
+                Some(*at)
+            })
+            .take(lens.len() - 1)
+            .collect();
         if !seams.is_empty() && motion.frames() >= 8 {
             let (seam, inside) = seam_jerk(&motion.joints, motion.fps, &seams, 3)?;
             seam_ratios.push(seam / inside.max(f32::MIN_POSITIVE));

@@ -156,7 +156,7 @@ fn median(mut v: Vec<f32>) -> f32 {
     }
 }
 
-/// A caption family whose expected motion [`check`] can test.
+/// A caption family whose expected motion [`Expectation::check`] can test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expectation {
     /// The pelvis moves more than 1 m along the initial facing direction.

@@ -424,6 +424,16 @@ pub struct Segment {
     pub frames: usize,
 }
 
+impl From<&crate::Request> for Segment {
+    /// The request's text for the request's length (its seed and constraint are not used).
+    fn from(r: &crate::Request) -> Self {
+        Self {
+            text: r.text.clone(),
+            frames: r.frames,
+        }
+    }
+}
+
 /// The windows a timeline is sampled in and the weights that blend their predictions.
 ///
 /// Every segment gets windows covering the segment and `overlap / 2` frames on each side: one
@@ -1030,7 +1040,7 @@ mod tests {
 /// heading where the path moves slower than 1 cm per frame; the SMPL-RIFKE body faces its local
 /// -y, so `yaw = direction + pi/2`), and the
 /// velocity channels are then the path's steps in that frame; this is what the pipeline writes
-/// into every `x0` prediction ([`FollowPath`]), leaving the gait and the rest of the body to
+/// into every `x0` prediction (`FollowPath`), leaving the gait and the rest of the body to
 /// the model. [`Trajectory::with_model_heading`] keeps the heading the model predicts instead
 /// (for sideways or backwards motions along a path) and recomputes only the velocities from it.
 /// Either way the result follows the path exactly.

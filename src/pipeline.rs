@@ -292,6 +292,30 @@ impl Motion {
         })
     }
 
+    /// Cuts the motion into consecutive parts of `frames[i]` frames ([`Motion::part`]), e.g. a
+    /// timeline into its segments; the lengths must add up to the motion's.
+    pub fn split(&self, frames: &[usize]) -> Result<Vec<Self>> {
+        let total = frames.iter().try_fold(0usize, |a, &f| a.checked_add(f));
+        if total != Some(self.frames()) {
+            return Err(PipelineError::Option {
+                name: "motion parts".into(),
+                reason: format!(
+                    "parts of {frames:?} frames do not add up to the motion's {}",
+                    self.frames()
+                ),
+            });
+        }
+        let mut at = 0;
+        frames
+            .iter()
+            .map(|&f| {
+                let part = self.part(at, f, None);
+                at += f;
+                part
+            })
+            .collect()
+    }
+
     /// The body-model inputs of this motion (the reference's mapping,
     /// [`motion_repr::rifke::to_body_params`]).
     pub fn body_params(&self, body: &BodyModel) -> Result<BodyParams> {

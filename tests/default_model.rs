@@ -255,20 +255,11 @@ fn the_default_models_edits_stay_on_the_data_manifold() -> Result<()> {
     let fps = pipe.model().fps();
     let mut parts = Vec::new();
     for group in requests.chunks(4) {
-        let segments: Vec<Segment> = group
-            .iter()
-            .map(|r| Segment {
-                text: r.text.clone(),
-                frames: r.frames,
-            })
-            .collect();
+        let segments: Vec<Segment> = group.iter().map(Segment::from).collect();
         let m =
             pipe.generate_timeline(&segments, group[0].seed, fps as usize, &opts, &mut |_| {})?;
-        let mut at = 0;
-        for s in &segments {
-            parts.push(m.part(at, s.frames, None)?);
-            at += s.frames;
-        }
+        let lens: Vec<usize> = group.iter().map(|r| r.frames).collect();
+        parts.extend(m.split(&lens)?);
     }
     results.push(("timeline segments", score(&parts)?));
 

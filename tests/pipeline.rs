@@ -419,6 +419,13 @@ fn a_timeline_is_one_motion_sampled_jointly() -> Result<()> {
     let (joints, _) = motion_dit::motion_repr::rifke::decode(&part.features)?;
     assert!(max_diff(&joints, &a.joints.narrow(0, 30, 25)?)? < 1e-4);
     assert!(max_diff(&part.joints, &joints)? < 1e-4);
+    let parts = a.split(&[30, 25, 35])?;
+    assert_eq!(
+        parts.iter().map(|p| p.frames()).collect::<Vec<_>>(),
+        [30, 25, 35]
+    );
+    assert_eq!(max_diff(&parts[1].features, &part.features)?, 0.0);
+    assert!(a.split(&[30, 25]).is_err() && a.split(&[usize::MAX, 91]).is_err());
     for (start, frames) in [(0, 0), (80, 11), (usize::MAX, 2)] {
         assert!(matches!(
             a.part(start, frames, None),

@@ -95,6 +95,26 @@ impl<'a> Folder<'a> {
         }
     }
 
+    /// Fails with [`TmrError::MissingFile`] for the first of `names` the folder lacks (checked
+    /// before anything is parsed, so the error names the missing file).
+    fn require(&self, names: &[&str], hint: &str) -> Result<()> {
+        for name in names {
+            let present = match self {
+                Folder::Dir(dir) => dir.join(name).is_file(),
+                Folder::Memory { files, prefix, .. } => {
+                    files.contains_key(&format!("{prefix}{name}"))
+                }
+            };
+            if !present {
+                return Err(TmrError::MissingFile {
+                    path: self.path(name),
+                    hint: hint.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn read(&self, name: &str, hint: &str) -> Result<Cow<'a, [u8]>> {
         self.read_optional(name)?
             .ok_or_else(|| TmrError::MissingFile {
@@ -130,6 +150,9 @@ impl<'a> Folder<'a> {
         Ok(VarBuilder::from_tensors(tensors, DType::F32, device))
     }
 }
+
+/// The files every text-encoder folder needs.
+const FOLDER_FILES: &[&str] = &["config.json", "model.safetensors", "tokenizer.json"];
 
 fn parse_json(bytes: &[u8], path: &Path) -> Result<serde_json::Value> {
     serde_json::from_slice(bytes).map_err(|e| TmrError::Read {
@@ -301,6 +324,7 @@ impl ClipTextEncoder {
 
     /// As [`ClipTextEncoder::from_folder`] from a folder on disk or in memory.
     pub fn from_files(folder: Folder<'_>, device: &Device) -> Result<Self> {
+        folder.require(FOLDER_FILES, CLIP_HINT)?;
         let config = folder.json("config.json", CLIP_HINT)?;
         let sizes = ClipTextSizes::from_json(config, &folder.path("config.json"))?;
         let tokenizer = folder.tokenizer(CLIP_HINT)?;
@@ -420,6 +444,7 @@ impl SentenceEncoder {
 
     /// As [`SentenceEncoder::from_folder`] from a folder on disk or in memory.
     pub fn from_files(folder: Folder<'_>, device: &Device) -> Result<Self> {
+        folder.require(FOLDER_FILES, BERT_HINT)?;
         let config_path = folder.path("config.json");
         let cfg: bert::Config = serde_json::from_value(folder.json("config.json", BERT_HINT)?)
             .map_err(|e| TmrError::Read {
