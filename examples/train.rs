@@ -22,9 +22,10 @@
 //! `--config adaln --data data/humanml3d --out runs/adaln --epochs 1000 --device cuda`.
 //!
 //! Writes into `--out`:
-//! - `checkpoint.safetensors` + `checkpoint.json`: weights, EMA, AdamW moments, step and
-//!   configuration (`diffusion::Trainer`), saved atomically every `--save-every` steps, at each
-//!   validation and at the end;
+//! - `checkpoint-<step>.safetensors` + `checkpoint.json`: weights, EMA, AdamW moments, step and
+//!   configuration (`diffusion::Trainer`), saved every `--save-every` steps, at each validation
+//!   and at the end; the JSON is renamed into place last and names its tensor file, so a run
+//!   killed at any moment resumes from the last complete save;
 //! - `stats.safetensors`: the normalisation statistics (`mean`, `std`) of the run;
 //! - `loss.csv`: `step,epoch,loss,lr,steps_per_s`; `val.csv`: `step,epoch,val_loss,gif`;
 //! - `model/`: a model folder (EMA weights, `config.json`, `stats.safetensors` and a copy of

@@ -7,11 +7,12 @@ use std::process::Command;
 /// The workspace library crates and the workspace crates each one may depend on
 /// (normal and build dependencies; dev-dependencies may also use `test-fixtures`).
 const ALLOWED: &[(&str, &[&str])] = &[
+    ("tensor-io", &[]),
     ("smpl", &[]),
-    ("motion-repr", &["smpl"]),
+    ("motion-repr", &["smpl", "tensor-io"]),
     ("motion-data", &["smpl", "motion-repr"]),
     ("diffusion", &[]),
-    ("dit", &["diffusion"]),
+    ("dit", &["diffusion", "tensor-io"]),
     ("metrics", &[]),
     ("tmr", &["smpl", "motion-repr"]),
     ("motion-viz", &["smpl", "motion-repr"]),

@@ -37,4 +37,4 @@ pub use sampler::{
     StepInfo, UniPc, ddim_step, ddpm_step,
 };
 pub use schedule::{CosineSchedule, DDIM_CLIP_MIN, DDPM_CLIP_MIN, TimeGrid, half_log_snr};
-pub use train::{StepStats, TrainConfig, Trainer, write_atomic};
+pub use train::{StepStats, TrainConfig, Trainer, verify_checkpoint, write_atomic};

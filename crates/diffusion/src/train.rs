@@ -9,15 +9,20 @@
 //!
 //! # Checkpoint format
 //! A checkpoint `<stem>` is two files, each written to a temporary file, synced and renamed:
-//! - `<stem>.safetensors`: `weights.<name>`, `ema.<name>`, `adam.m.<name>`, `adam.v.<name>`
-//!   for every variable of the `VarMap` (float32 as trained);
+//! - `<stem>-<step>.safetensors` (step zero-padded to 8 digits): `weights.<name>`,
+//!   `ema.<name>`, `adam.m.<name>`, `adam.v.<name>` for every variable of the `VarMap` (float32
+//!   as trained);
 //! - `<stem>.json`: `format`, `step`, the [`TrainConfig`], the random state (`seed`; every
 //!   random draw of step `s` comes from [`Trainer::rng`]`(stream)`, a pure function of
-//!   `(seed, s, stream)`, so `(seed, step)` IS the state), the byte length and FNV-1a hash of
-//!   the safetensors file, and a free `extra` JSON value (model config, data config...).
+//!   `(seed, s, stream)`, so `(seed, step)` IS the state), the name, byte length and FNV-1a
+//!   hash of the tensor file, and a free `extra` JSON value (model config, data config...).
 //!
-//! The JSON is written last and records the tensor file's length and hash: a truncated or
-//! mismatched tensor file is reported as [`DiffusionError::CorruptCheckpoint`].
+//! The JSON is written last and is the commit point: until its rename, `<stem>.json` names the
+//! previous step's tensor file, which is only deleted after the rename. A process killed at
+//! any moment of a save therefore leaves a checkpoint that resumes at the previous or the new
+//! step, never a mix (at worst a stale tensor file, removed by the next save). A truncated or
+//! mismatched tensor file is reported as [`DiffusionError::CorruptCheckpoint`]. Checkpoints of
+//! earlier versions (`<stem>.safetensors`) resume as before.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -161,6 +166,94 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Reads the checkpoint `<stem>` (its JSON, then the tensor file it names) and checks the
+/// tensor file's length and hash: the metadata, the tensor bytes and their path.
+fn read_checkpoint(stem: &Path) -> Result<(CheckpointMeta, Vec<u8>, PathBuf)> {
+    let json_path = with_ext(stem, ".json");
+    let text = std::fs::read(&json_path).map_err(io_err(&json_path))?;
+    let meta: CheckpointMeta =
+        serde_json::from_slice(&text).map_err(|source| DiffusionError::Json {
+            path: json_path.clone(),
+            source,
+        })?;
+    if meta.format != CHECKPOINT_FORMAT {
+        return Err(DiffusionError::CorruptCheckpoint {
+            path: json_path,
+            reason: format!(
+                "format {} (this build reads {CHECKPOINT_FORMAT})",
+                meta.format
+            ),
+        });
+    }
+    let file = &meta.tensors.file;
+    if file.is_empty() || file.contains(['/', '\\']) || file == ".." {
+        return Err(DiffusionError::CorruptCheckpoint {
+            path: json_path,
+            reason: format!("tensors.file {file:?} is not a file name next to it"),
+        });
+    }
+    let st_path = stem.with_file_name(file);
+    let bytes = std::fs::read(&st_path).map_err(io_err(&st_path))?;
+    if bytes.len() as u64 != meta.tensors.bytes {
+        return Err(DiffusionError::CorruptCheckpoint {
+            path: st_path,
+            reason: format!(
+                "{} bytes, the JSON side file records {} (truncated or from another save)",
+                bytes.len(),
+                meta.tensors.bytes
+            ),
+        });
+    }
+    let hash = format!("{:016x}", fnv1a64(&bytes));
+    if hash != meta.tensors.fnv1a64 {
+        return Err(DiffusionError::CorruptCheckpoint {
+            path: st_path,
+            reason: format!(
+                "FNV-1a hash {hash} differs from the recorded {}",
+                meta.tensors.fnv1a64
+            ),
+        });
+    }
+    Ok((meta, bytes, st_path))
+}
+
+/// Checks the checkpoint `<stem>` without a model (e.g. after a crash, or before a long
+/// resume): its JSON parses and names a tensor file next to it whose length and FNV-1a hash
+/// match what the JSON records. Returns the step it resumes at.
+pub fn verify_checkpoint(stem: &Path) -> Result<u64> {
+    Ok(read_checkpoint(stem)?.0.step)
+}
+
+/// Deletes the tensor files of earlier saves of `stem` (`<stem>-<step>.safetensors` and the
+/// older `<stem>.safetensors`) other than `keep`, once the JSON names `keep`. Best effort: a
+/// file left behind is only disk space, removed by the next save.
+fn remove_stale_tensor_files(stem: &Path, keep: &str) {
+    let (Some(dir), Some(name)) = (stem.parent(), stem.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let numbered = |f: &str| {
+        f.strip_prefix(name)
+            .and_then(|r| r.strip_prefix('-'))
+            .and_then(|r| r.strip_suffix(".safetensors"))
+            .is_some_and(|n| n.len() == 8 && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(f) = file.to_str() else { continue };
+        if f != keep && (numbered(f) || f == format!("{name}.safetensors")) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn with_ext(stem: &Path, ext: &str) -> PathBuf {
     let mut s = stem.as_os_str().to_owned();
     s.push(ext);
@@ -255,7 +348,7 @@ impl Trainer {
     /// Saves `<stem>.safetensors` and `<stem>.json` atomically (see the module docs); `extra`
     /// is stored verbatim (e.g. the model config).
     pub fn save(&self, stem: &Path, extra: &serde_json::Value) -> Result<()> {
-        let st_path = with_ext(stem, ".safetensors");
+        let st_path = with_ext(stem, &format!("-{:08}.safetensors", self.step()));
         let mut map = std::collections::HashMap::new();
         for (n, v) in &self.vars {
             map.insert(format!("weights.{n}"), v.as_tensor().detach());
@@ -300,51 +393,16 @@ impl Trainer {
             path: json_path.clone(),
             source,
         })?;
-        write_atomic(&json_path, &text)
+        write_atomic(&json_path, &text)?;
+        remove_stale_tensor_files(stem, &meta.tensors.file);
+        Ok(())
     }
 
     /// Restores a checkpoint written by [`Trainer::save`]: the weights are written into
     /// `varmap` (which must hold exactly the saved variables, same shapes), and the returned
     /// trainer continues bit-identically. Returns the `extra` JSON too.
     pub fn resume(varmap: &VarMap, stem: &Path) -> Result<(Self, serde_json::Value)> {
-        let json_path = with_ext(stem, ".json");
-        let text = std::fs::read(&json_path).map_err(io_err(&json_path))?;
-        let meta: CheckpointMeta =
-            serde_json::from_slice(&text).map_err(|source| DiffusionError::Json {
-                path: json_path.clone(),
-                source,
-            })?;
-        if meta.format != CHECKPOINT_FORMAT {
-            return Err(DiffusionError::CorruptCheckpoint {
-                path: json_path,
-                reason: format!(
-                    "format {} (this build reads {CHECKPOINT_FORMAT})",
-                    meta.format
-                ),
-            });
-        }
-        let st_path = with_ext(stem, ".safetensors");
-        let bytes = std::fs::read(&st_path).map_err(io_err(&st_path))?;
-        if bytes.len() as u64 != meta.tensors.bytes {
-            return Err(DiffusionError::CorruptCheckpoint {
-                path: st_path,
-                reason: format!(
-                    "{} bytes, the JSON side file records {} (truncated or from another save)",
-                    bytes.len(),
-                    meta.tensors.bytes
-                ),
-            });
-        }
-        let hash = format!("{:016x}", fnv1a64(&bytes));
-        if hash != meta.tensors.fnv1a64 {
-            return Err(DiffusionError::CorruptCheckpoint {
-                path: st_path,
-                reason: format!(
-                    "FNV-1a hash {hash} differs from the recorded {}",
-                    meta.tensors.fnv1a64
-                ),
-            });
-        }
+        let (meta, bytes, st_path) = read_checkpoint(stem)?;
         let device = named_vars(varmap)
             .first()
             .map(|(_, v)| v.device().clone())

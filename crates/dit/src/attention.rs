@@ -8,6 +8,7 @@
 use candle::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use crate::ops::OutPtr;
+use crate::simd::SimdLevel;
 
 /// `exp(x)` for `f32` without libm: `2^n * p(r)` with `x = n ln2 + r`, `|r| <= ln2 / 2`, a
 /// degree-6 polynomial (Cephes `expf` coefficients; relative error ~2 ulp); inputs below -87
@@ -33,27 +34,26 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     if x_in < -87.0 { 0.0 } else { e * pow2 }
 }
 
-/// Softmax of one row in place after adding `bias` (when given). Uses AVX2 + FMA when the CPU
-/// has them (runtime detection; the build itself targets baseline x86-64).
+/// Softmax of one row in place after adding `bias` (when given), on the SIMD path `level`
+/// ([`crate::simd::active`], read by the caller; never above what the CPU has).
 #[inline]
-pub(crate) fn softmax_row(row: &mut [f32], bias: Option<&[f32]>) {
+pub(crate) fn softmax_row(row: &mut [f32], bias: Option<&[f32]>, level: SimdLevel) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && bias.is_none_or(|b| b.len() >= row.len())
-        {
-            // SAFETY: the CPU supports AVX-512F; `bias` (when given) is at least as long as
-            // `row`.
+        let level = level.min(SimdLevel::detected());
+        if level >= SimdLevel::Avx512 && bias.is_none_or(|b| b.len() >= row.len()) {
+            // SAFETY: the CPU supports AVX-512F (`detected`); `bias` (when given) is at least
+            // as long as `row`.
             unsafe { softmax_row_avx512(row, bias) };
             return;
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports the features the function is compiled for.
+        if level >= SimdLevel::Avx2 {
+            // SAFETY: the CPU supports AVX2 and FMA (`detected`).
             unsafe { softmax_row_avx2(row, bias) };
             return;
         }
     }
+    let _ = level;
     softmax_row_generic(row, bias)
 }
 
@@ -279,6 +279,7 @@ impl CustomOp3 for FusedAttention {
         let out_ptr = OutPtr(out.as_mut_ptr());
         let pairs = b * h;
         let threads = candle::utils::get_num_threads().clamp(1, pairs.max(1));
+        let level = crate::simd::active();
         let work = |first: usize, step: usize| {
             let mut s = vec![0f32; nq * nk];
             let mut pair = first;
@@ -319,7 +320,7 @@ impl CustomOp3 for FusedAttention {
                     Some(&self.bias[bi * nk..(bi + 1) * nk])
                 };
                 for row in s.chunks_exact_mut(nk) {
-                    softmax_row(row, bias);
+                    softmax_row(row, bias, level);
                 }
                 // SAFETY: as above.
                 unsafe {

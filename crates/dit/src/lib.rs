@@ -23,6 +23,7 @@ mod config;
 mod layers;
 mod model;
 pub mod ops;
+pub mod simd;
 
 pub use checkpoint::{CHECKPOINT_PREFIXES, DitError};
 pub use config::{DitConfig, MaskMode, Variant};

@@ -12,6 +12,8 @@ use candle::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor,
 };
 
+use crate::simd::SimdLevel;
+
 /// Raw output pointer shared by worker threads that write disjoint elements.
 #[derive(Clone, Copy)]
 pub(crate) struct OutPtr(pub(crate) *mut f32);
@@ -99,17 +101,18 @@ pub fn gelu_erf_f32(x: f32) -> f32 {
     0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-/// Exact-form GELU over a slice in place, with AVX2 + FMA when the CPU has them.
-fn gelu_in_place(xs: &mut [f32]) {
+/// Exact-form GELU over a slice in place, compiled for AVX2 + FMA when `level` allows it
+/// (AVX-512 adds nothing here over AVX2).
+fn gelu_in_place(xs: &mut [f32], level: SimdLevel) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports the features the function is compiled for.
+        if level.min(SimdLevel::detected()) >= SimdLevel::Avx2 {
+            // SAFETY: the CPU supports AVX2 and FMA (`detected`).
             unsafe { gelu_in_place_avx2(xs) };
             return;
         }
     }
+    let _ = level;
     gelu_in_place_generic(xs)
 }
 
@@ -154,6 +157,7 @@ impl CustomOp2 for BiasAct {
             candle::bail!("{what}: bias of {n} does not divide {:?}", l1.shape())
         }
         let mut dst = vec![0f32; x.len()];
+        let level = crate::simd::active();
         par_rows(&mut dst, n, |r0, out| {
             let src = &x[r0 * n..r0 * n + out.len()];
             for (o_row, s_row) in out.chunks_exact_mut(n).zip(src.chunks_exact(n)) {
@@ -161,7 +165,7 @@ impl CustomOp2 for BiasAct {
                     *o = s + bb;
                 }
                 if self.gelu {
-                    gelu_in_place(o_row);
+                    gelu_in_place(o_row, level);
                 }
             }
         });
@@ -178,9 +182,10 @@ impl CustomOp1 for GeluErf {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, "gelu_erf")?;
         let mut dst = vec![0f32; x.len()];
+        let level = crate::simd::active();
         par_rows(&mut dst, 1, |r0, out| {
             out.copy_from_slice(&x[r0..r0 + out.len()]);
-            gelu_in_place(out);
+            gelu_in_place(out, level);
         });
         Ok((CpuStorage::F32(dst), l.shape().clone()))
     }
@@ -340,6 +345,7 @@ impl CustomOp2 for BiasSoftmax {
             )
         }
         let mut dst = vec![0f32; x.len()];
+        let level = crate::simd::active();
         par_rows(&mut dst, nk, |r0, out| {
             for (i, o_row) in out.chunks_exact_mut(nk).enumerate() {
                 let r = r0 + i;
@@ -347,7 +353,7 @@ impl CustomOp2 for BiasSoftmax {
                 let bi = r / hq;
                 let b_row = &bias[bi * nk..(bi + 1) * nk];
                 o_row.copy_from_slice(s_row);
-                crate::attention::softmax_row(o_row, Some(b_row));
+                crate::attention::softmax_row(o_row, Some(b_row), level);
             }
         });
         Ok((CpuStorage::F32(dst), l1.shape().clone()))
@@ -395,15 +401,49 @@ impl CustomOp3 for GemmLinear {
         });
         gemm_acc(&mut dst, x, w, n, d_in, d_out);
         if self.gelu {
-            par_rows(&mut dst, 1, |_, out| gelu_in_place(out));
+            let level = crate::simd::active();
+            par_rows(&mut dst, 1, |_, out| gelu_in_place(out, level));
         }
         Ok((CpuStorage::F32(dst), Shape::from_dims(&[n, d_out])))
     }
 }
 
+/// Fails with a message naming `op` unless `ok`.
+fn require(ok: bool, op: &str, message: impl FnOnce() -> String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        candle::bail!("{op}: {}", message())
+    }
+}
+
+/// Checks `x: [N, in]`, `w: [out, in]`, `b: [out]` with `in, out >= 1`; returns `out`.
+fn check_linear(op: &str, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<usize> {
+    let fits = match (x.dims(), w.dims(), b.dims()) {
+        (&[_, d_in], &[d_out, w_in], &[b_out]) => {
+            d_in == w_in && d_out == b_out && d_in > 0 && d_out > 0
+        }
+        _ => false,
+    };
+    require(fits, op, || {
+        format!(
+            "input {:?}, weight {:?}, bias {:?}: expected [N, in], [out, in], [out] with \
+             in, out >= 1",
+            x.dims(),
+            w.dims(),
+            b.dims()
+        )
+    })?;
+    Ok(w.dims()[0])
+}
+
 /// `x W^T + b` on 2-D `x: [N, in]` (PyTorch `nn.Linear` layout), optionally followed by exact
 /// GELU. The fast CPU path is one fused op; otherwise differentiable candle ops.
+///
+/// # Errors
+/// When the shapes do not fit (`x: [N, in]`, `w: [out, in]`, `b: [out]`, `in, out >= 1`).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, gelu: bool, fast: bool) -> Result<Tensor> {
+    check_linear("linear", x, w, b)?;
     if fast && fast_ok(x) && w.dtype() == DType::F32 {
         x.contiguous()?
             .apply_op3_no_bwd(&w.contiguous()?, &b.contiguous()?, &GemmLinear { gelu })
@@ -514,7 +554,8 @@ fn gemm_acc(dst: &mut [f32], x: &[f32], w: &[f32], n: usize, d_in: usize, d_out:
 /// into it. The fast CPU path needs `x: [N, in]`, `residual: [N, out]`; otherwise candle ops.
 ///
 /// # Shapes
-/// `x: [N, in]`, `w: [out, in]`, `b: [out]`, `residual: [N, out]` -> `[N, out]`.
+/// `x: [N, in]`, `w: [out, in]`, `b: [out]`, `residual: [N, out]` -> `[N, out]`; other shapes
+/// are errors.
 pub fn linear_residual(
     x: &Tensor,
     w: &Tensor,
@@ -522,6 +563,18 @@ pub fn linear_residual(
     residual: &Tensor,
     fast: bool,
 ) -> Result<Tensor> {
+    let d_out = check_linear("linear_residual", x, w, b)?;
+    require(
+        residual.dims() == [x.dims()[0], d_out],
+        "linear_residual",
+        || {
+            format!(
+                "residual {:?} does not match the output [{}, {d_out}]",
+                residual.dims(),
+                x.dims()[0]
+            )
+        },
+    )?;
     if fast && fast_ok(x) && fast_ok(residual) && w.dtype() == DType::F32 {
         let acc = bias_add(residual, b, true)?;
         acc.inplace_op3(&x.contiguous()?, &w.contiguous()?, &GemmAccumulate)?;
@@ -579,8 +632,20 @@ impl CustomOp3 for GatedResidual {
 /// `h + gate * y` with a per-sample gate broadcast over tokens.
 ///
 /// # Shapes
-/// `h`, `y`: `[B, N, D]`; `gate`: `[B, D]`; returns `[B, N, D]`.
+/// `h`, `y`: `[B, N, D]`; `gate`: `[B, D]`; returns `[B, N, D]`; other shapes are errors.
 pub fn gated_residual(h: &Tensor, y: &Tensor, gate: &Tensor, fast: bool) -> Result<Tensor> {
+    let fits = match h.dims() {
+        &[b, _, d] => y.dims() == h.dims() && gate.dims() == [b, d],
+        _ => false,
+    };
+    require(fits, "gated_residual", || {
+        format!(
+            "h {:?}, y {:?}, gate {:?}: expected [B, N, D], [B, N, D], [B, D]",
+            h.dims(),
+            y.dims(),
+            gate.dims()
+        )
+    })?;
     if fast && fast_ok(h) {
         h.contiguous()?
             .apply_op3_no_bwd(&y.contiguous()?, &gate.contiguous()?, &GatedResidual)
@@ -594,7 +659,8 @@ pub fn gated_residual(h: &Tensor, y: &Tensor, gate: &Tensor, fast: bool) -> Resu
 /// strided views (last dim contiguous); elsewhere plain candle ops.
 ///
 /// # Shapes
-/// `q: [B, Nq, D]`, `k`, `v`: `[B, Nk, D]`, `bias: [B, Nk]` (additive, per key) -> `[B, Nq, D]`.
+/// `q: [B, Nq, D]`, `k`, `v`: `[B, Nk, D]`, `bias: [B, Nk]` (additive, per key) -> `[B, Nq, D]`,
+/// with `heads >= 1` dividing `D` and `Nk >= 1`; other shapes are errors.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -602,6 +668,29 @@ pub fn attention(
     heads: usize,
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
+    let fits = match (q.dims(), k.dims()) {
+        (&[b, _, d], &[kb, nk, kd]) => {
+            kb == b
+                && kd == d
+                && nk > 0
+                && v.dims() == k.dims()
+                && heads > 0
+                && d % heads == 0
+                && d > 0
+                && bias.is_none_or(|t| t.dims() == [b, nk])
+        }
+        _ => false,
+    };
+    require(fits, "attention", || {
+        format!(
+            "q {:?}, k {:?}, v {:?}, {heads} heads, bias {:?}: expected [B, Nq, D], \
+             [B, Nk, D], [B, Nk, D] with Nk >= 1 and 1 <= heads dividing D >= 1, bias [B, Nk]",
+            q.dims(),
+            k.dims(),
+            v.dims(),
+            bias.map(|t| t.dims().to_vec())
+        )
+    })?;
     if fast_ok(q) {
         return crate::attention::fused_attention(q, k, v, heads, bias);
     }
@@ -631,10 +720,21 @@ pub(crate) fn fast_ok(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 
+/// Checks that `bias` is a non-empty trailing shape of `x`.
+fn check_bias(op: &str, x: &Tensor, bias: &Tensor) -> Result<()> {
+    let (xd, bd) = (x.dims(), bias.dims());
+    require(
+        !bd.is_empty() && bd.len() <= xd.len() && xd.ends_with(bd) && bias.elem_count() > 0,
+        op,
+        || format!("bias {bd:?} is not a non-empty trailing shape of {xd:?}"),
+    )
+}
+
 /// `x + bias` broadcast over the leading dims (`bias` has the trailing shape of `x`: a `[D]`
 /// bias row, or e.g. a `[F, D]` position table for `x: [B, F, D]`). `fast` selects the fused
 /// CPU kernel (no gradient).
 pub fn bias_add(x: &Tensor, bias: &Tensor, fast: bool) -> Result<Tensor> {
+    check_bias("bias_add", x, bias)?;
     if fast && fast_ok(x) {
         x.contiguous()?
             .apply_op2_no_bwd(&bias.contiguous()?, &BiasAct { gelu: false })
@@ -645,6 +745,7 @@ pub fn bias_add(x: &Tensor, bias: &Tensor, fast: bool) -> Result<Tensor> {
 
 /// `gelu_erf(x + bias)` over the last dim.
 pub fn bias_gelu(x: &Tensor, bias: &Tensor, fast: bool) -> Result<Tensor> {
+    check_bias("bias_gelu", x, bias)?;
     if fast && fast_ok(x) {
         x.contiguous()?
             .apply_op2_no_bwd(&bias.contiguous()?, &BiasAct { gelu: true })
@@ -677,6 +778,18 @@ pub fn layer_norm(
     eps: f64,
     fast: bool,
 ) -> Result<Tensor> {
+    let d = x.dims().last().copied().unwrap_or(0);
+    require(
+        d > 0 && affine.is_none_or(|(w, b)| w.dims() == [d] && b.dims() == [d]),
+        "layer_norm",
+        || {
+            format!(
+                "input {:?}, weight / bias {:?}: expected [..., D] with D >= 1 and [D]",
+                x.dims(),
+                affine.map(|(w, b)| (w.dims().to_vec(), b.dims().to_vec()))
+            )
+        },
+    )?;
     match affine {
         Some((w, b)) if fast && fast_ok(x) => x.contiguous()?.apply_op3_no_bwd(
             &w.contiguous()?,
@@ -704,6 +817,18 @@ pub fn ln_modulate(
     eps: f64,
     fast: bool,
 ) -> Result<Tensor> {
+    let fits = match x.dims() {
+        &[b, _, d] => d > 0 && scale.dims() == [b, d] && shift.dims() == [b, d],
+        _ => false,
+    };
+    require(fits, "ln_modulate", || {
+        format!(
+            "x {:?}, scale {:?}, shift {:?}: expected [B, N, D] with D >= 1, [B, D], [B, D]",
+            x.dims(),
+            scale.dims(),
+            shift.dims()
+        )
+    })?;
     if fast && fast_ok(x) {
         x.contiguous()?.apply_op3_no_bwd(
             &scale.contiguous()?,
@@ -721,6 +846,17 @@ pub fn ln_modulate(
 /// head and query when given.
 pub fn attention_softmax(logits: &Tensor, bias: Option<&Tensor>, fast: bool) -> Result<Tensor> {
     let (b, h, nq, nk) = logits.dims4()?;
+    require(
+        nk > 0 && bias.is_none_or(|t| t.dims() == [b, nk]),
+        "attention_softmax",
+        || {
+            format!(
+                "logits {:?}, bias {:?}: expected Nk >= 1 keys and bias [B, Nk]",
+                logits.dims(),
+                bias.map(|t| t.dims().to_vec())
+            )
+        },
+    )?;
     if fast && fast_ok(logits) {
         match bias {
             Some(bias) => logits.contiguous()?.apply_op2_no_bwd(

@@ -307,11 +307,18 @@ impl<'a, S: MotionSource + ?Sized> Batcher<'a, S> {
             if with_text {
                 scratch.clear();
                 let l = src.text_tokens(i, c, &mut scratch)?;
-                if l > MAX_TEXT_TOKENS {
+                // Any source: the values appended must be exactly `l` rows of 512, at most 77
+                // rows (a token vector that is not a multiple of 512 is an error, not a panic
+                // in the copy below).
+                if l > MAX_TEXT_TOKENS || scratch.len() != l.saturating_mul(TEXT_DIM) {
                     return Err(DataError::Shape {
                         what: format!("CLIP tokens of {} caption {c}", src.id(i)),
                         expected: format!("[L <= {MAX_TEXT_TOKENS}, {TEXT_DIM}]"),
-                        got: vec![l, TEXT_DIM],
+                        got: if scratch.len() == l.saturating_mul(TEXT_DIM) {
+                            vec![l, TEXT_DIM]
+                        } else {
+                            vec![scratch.len()]
+                        },
                     });
                 }
                 let base = row * MAX_TEXT_TOKENS;
@@ -319,6 +326,13 @@ impl<'a, S: MotionSource + ?Sized> Batcher<'a, S> {
                 token_mask[base..base + l].fill(1.0);
                 token_lengths.push(l);
                 src.text_pooled(i, c, &mut pooled)?;
+                if pooled.len() != (row + 1) * TEXT_DIM {
+                    return Err(DataError::Shape {
+                        what: format!("pooled CLIP features of {} caption {c}", src.id(i)),
+                        expected: format!("[{TEXT_DIM}]"),
+                        got: vec![pooled.len().saturating_sub(row * TEXT_DIM)],
+                    });
+                }
             }
             lengths.push(len);
             crop_starts.push(start);

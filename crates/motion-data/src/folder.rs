@@ -338,6 +338,15 @@ fn read_text(
                     Some(a.data)
                 }
             }
+            Ok(NpyContent::Objects(items)) if n_captions > 0 && items.len() != n_captions => {
+                push(Fault::CaptionCountMismatch {
+                    id: id.into(),
+                    path: p.clip_pooled.clone(),
+                    captions: n_captions,
+                    features: items.len(),
+                });
+                None
+            }
             Ok(NpyContent::Objects(items)) => {
                 // Pooled features stored as an object array of [512] vectors.
                 if items.iter().all(|a| a.data.len() == TEXT_DIM) {
@@ -376,13 +385,20 @@ fn read_text(
         let items = match read_npy(&p.clip_tokens) {
             Ok(NpyContent::Objects(items)) => Some(items),
             // A regular [captions, L, 512] array (all captions padded to one length).
-            Ok(NpyContent::Float(a)) if a.shape.len() == 3 && a.shape[2] == TEXT_DIM => {
+            // The token count must be valid before it is used as a step: with L = 0 the
+            // caption count would not be bounded by the data read.
+            Ok(NpyContent::Float(a))
+                if a.shape.len() == 3
+                    && a.shape[2] == TEXT_DIM
+                    && (1..=MAX_TEXT_TOKENS).contains(&a.shape[1]) =>
+            {
                 let step = a.shape[1] * TEXT_DIM;
                 Some(
-                    (0..a.shape[0])
+                    a.data
+                        .chunks_exact(step)
                         .map(|c| crate::npy::FloatArray {
                             shape: vec![a.shape[1], TEXT_DIM],
-                            data: a.data[c * step..(c + 1) * step].to_vec(),
+                            data: c.to_vec(),
                         })
                         .collect(),
                 )
@@ -393,7 +409,9 @@ fn read_text(
                     kind: FileKind::ClipTokens,
                     path: p.clip_tokens.clone(),
                     shape: a.shape,
-                    expected: format!("an object array of [L <= {MAX_TEXT_TOKENS}, {TEXT_DIM}]"),
+                    expected: format!(
+                        "an object array of [1 <= L <= {MAX_TEXT_TOKENS}, {TEXT_DIM}]"
+                    ),
                 });
                 None
             }

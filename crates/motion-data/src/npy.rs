@@ -70,7 +70,13 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<NpyHeader> {
     };
     let end = start + len;
     if bytes.len() < end {
-        return Err(npy_err(path, "truncated header"));
+        return Err(npy_err(
+            path,
+            format!(
+                "header length field {len} exceeds the {} bytes present",
+                bytes.len() - start
+            ),
+        ));
     }
     let text =
         std::str::from_utf8(&bytes[start..end]).map_err(|_| npy_err(path, "header is not text"))?;
@@ -81,14 +87,14 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<NpyHeader> {
                 .and_then(|v| v.split('\'').next())
                 .map(str::to_string)
         })
-        .ok_or_else(|| npy_err(path, format!("no 'descr' in header {text:?}")))?;
+        .ok_or_else(|| npy_err(path, format!("no 'descr' in header {:?}", brief(text))))?;
     let fortran_order = match dict_value(text, "fortran_order").map(str::trim) {
         Some(v) if v.starts_with("True") => true,
         Some(v) if v.starts_with("False") => false,
         _ => {
             return Err(npy_err(
                 path,
-                format!("no 'fortran_order' in header {text:?}"),
+                format!("no 'fortran_order' in header {:?}", brief(text)),
             ));
         }
     };
@@ -97,15 +103,18 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<NpyHeader> {
             let v = v.trim().strip_prefix('(')?;
             v.split(')').next()
         })
-        .ok_or_else(|| npy_err(path, format!("no 'shape' in header {text:?}")))?;
+        .ok_or_else(|| npy_err(path, format!("no 'shape' in header {:?}", brief(text))))?;
     let shape = shape_text
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
-            s.trim_end_matches('L')
-                .parse::<usize>()
-                .map_err(|_| npy_err(path, format!("bad shape entry {s:?}")))
+            s.trim_end_matches('L').parse::<usize>().map_err(|_| {
+                npy_err(
+                    path,
+                    format!("header field 'shape' has a bad entry {:?}", brief(s)),
+                )
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(NpyHeader {
@@ -116,11 +125,27 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<NpyHeader> {
     })
 }
 
+/// At most the first 200 characters of a header (for messages).
+fn brief(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
 /// The text after `'key':` in a Python dict literal.
 fn dict_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     let pat = format!("'{key}':");
     let at = text.find(&pat)? + pat.len();
     Some(&text[at..])
+}
+
+/// The number of elements of `shape`, or `None` when the product of its non-zero dimensions
+/// overflows `usize`: then no partial product can overflow either, whatever the order (a
+/// shape with a zero dimension and huge others is rejected too, since code that computes
+/// strides would overflow on it).
+pub(crate) fn element_count(shape: &[usize]) -> Option<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d.max(1)))?;
+    Some(shape.iter().product())
 }
 
 /// Converts raw little-endian float bytes of dtype `descr` into `f32`; `None` for other dtypes.
@@ -169,9 +194,10 @@ fn f16_to_f32(h: u16) -> f32 {
     }
 }
 
-/// Reorders Fortran-order data into C order.
+/// Reorders Fortran-order data into C order. `data` must hold the product of `shape` values
+/// (callers check it with overflow-checked arithmetic); anything else is returned unchanged.
 pub(crate) fn fortran_to_c(shape: &[usize], data: Vec<f32>) -> Vec<f32> {
-    if shape.len() < 2 {
+    if shape.len() < 2 || data.is_empty() || element_count(shape) != Some(data.len()) {
         return data;
     }
     let n = data.len();
@@ -215,25 +241,44 @@ pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<NpyContent> {
         npy_err(
             path,
             format!(
-                "unsupported dtype {:?} (expected little-endian float16/32/64 or object)",
-                header.descr
+                "header field 'descr' {:?}: unsupported dtype (expected little-endian \
+                 float16/32/64 or object)",
+                brief(&header.descr)
             ),
         )
     })?;
-    let count: usize = header.shape.iter().product();
-    if body.len() < count * size {
+    // Checked products, compared with the bytes present before anything is allocated.
+    let needed = element_count(&header.shape)
+        .and_then(|count| count.checked_mul(size))
+        .ok_or_else(|| {
+            npy_err(
+                path,
+                format!(
+                    "header field 'shape' {:?} of dtype {} overflows a byte count",
+                    header.shape, header.descr
+                ),
+            )
+        })?;
+    if body.len() < needed {
         return Err(npy_err(
             path,
             format!(
-                "data holds {} bytes, shape {:?} needs {}",
-                body.len(),
+                "header field 'shape' {:?} of dtype {} needs {needed} bytes, the data holds {}",
                 header.shape,
-                count * size
+                header.descr,
+                body.len()
             ),
         ));
     }
-    let mut data = floats_from_bytes(&header.descr, &body[..count * size])
-        .ok_or_else(|| npy_err(path, format!("unsupported dtype {:?}", header.descr)))?;
+    let mut data = floats_from_bytes(&header.descr, &body[..needed]).ok_or_else(|| {
+        npy_err(
+            path,
+            format!(
+                "header field 'descr' {:?}: unsupported dtype",
+                brief(&header.descr)
+            ),
+        )
+    })?;
     if header.fortran_order {
         data = fortran_to_c(&header.shape, data);
     }

@@ -2,8 +2,10 @@
 //!
 //! `np.save` writes an object array as a pickle (protocol 2 with numpy 1.x on old files, 3-5 with
 //! newer numpy). The reference data's `caption_clip/seq/<id>.npy` are such arrays: one float
-//! array `[L_i, 512]` per caption. This module runs the subset of the pickle virtual machine that
-//! those files use (see Python's `pickletools` for the opcode table) and interprets the result:
+//! array `[L_i, 512]` per caption. The pickle is run by the hardened machine of
+//! [`motion_repr::pickle`] (length fields checked against the bytes that remain, bounded nesting
+//! and bounded memo copies: crafted bytes give an error, never a panic or a huge allocation) and
+//! the result is interpreted here:
 //! `numpy.core.multiarray._reconstruct(ndarray, (0,), b'b')` followed by a `BUILD` with the state
 //! `(version, shape, dtype, is_fortran, data)`, where `data` is raw bytes (protocol 3+), a
 //! `_codecs.encode(str, 'latin1')` call (protocol 2) or a list of objects (object arrays).
@@ -13,374 +15,10 @@
 
 use std::path::Path;
 
+use motion_repr::pickle::{Value, unpickle};
+
 use crate::error::{DataError, Result};
-use crate::npy::{FloatArray, float_size, floats_from_bytes, fortran_to_c};
-
-/// A pickled Python value (the subset needed here).
-#[derive(Debug, Clone, PartialEq)]
-enum Value {
-    None,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(String),
-    Bytes(Vec<u8>),
-    Tuple(Vec<Value>),
-    List(Vec<Value>),
-    Dict(Vec<(Value, Value)>),
-    Global(String, String),
-    Reduce(Box<Value>, Box<Value>),
-    Build(Box<Value>, Box<Value>),
-    Mark,
-}
-
-struct Machine<'a> {
-    data: &'a [u8],
-    pos: usize,
-    stack: Vec<Value>,
-    memo: std::collections::HashMap<usize, Value>,
-    path: &'a Path,
-}
-
-impl<'a> Machine<'a> {
-    fn err(&self, reason: impl Into<String>) -> DataError {
-        DataError::Pickle {
-            path: self.path.to_path_buf(),
-            reason: format!("{} (at byte {})", reason.into(), self.pos),
-        }
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.pos + n > self.data.len() {
-            return Err(self.err(format!("truncated: wanted {n} more bytes")));
-        }
-        let s = &self.data[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<usize> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]) as usize)
-    }
-
-    fn u32(&mut self) -> Result<usize> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    }
-
-    fn u64(&mut self) -> Result<usize> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        usize::try_from(u64::from_le_bytes(a)).map_err(|_| self.err("length overflows usize"))
-    }
-
-    fn line(&mut self) -> Result<String> {
-        let rest = &self.data[self.pos..];
-        let end = rest
-            .iter()
-            .position(|&c| c == b'\n')
-            .ok_or_else(|| self.err("unterminated text line"))?;
-        let s = String::from_utf8_lossy(&rest[..end]).into_owned();
-        self.pos += end + 1;
-        Ok(s)
-    }
-
-    fn string(&mut self, n: usize) -> Result<String> {
-        let b = self.take(n)?;
-        String::from_utf8(b.to_vec()).map_err(|_| self.err("invalid UTF-8 string"))
-    }
-
-    fn pop(&mut self) -> Result<Value> {
-        self.stack.pop().ok_or_else(|| self.err("stack underflow"))
-    }
-
-    fn pop_mark(&mut self) -> Result<Vec<Value>> {
-        let at = self
-            .stack
-            .iter()
-            .rposition(|v| matches!(v, Value::Mark))
-            .ok_or_else(|| self.err("no MARK on the stack"))?;
-        let items = self.stack.split_off(at + 1);
-        self.stack.pop();
-        Ok(items)
-    }
-
-    fn top_mut(&mut self) -> Result<&mut Value> {
-        let pos = self.pos;
-        let path = self.path.to_path_buf();
-        self.stack.last_mut().ok_or(DataError::Pickle {
-            path,
-            reason: format!("stack underflow (at byte {pos})"),
-        })
-    }
-
-    fn memo_get(&self, i: usize) -> Result<Value> {
-        self.memo
-            .get(&i)
-            .cloned()
-            .ok_or_else(|| self.err(format!("memo entry {i} missing")))
-    }
-
-    fn memo_put(&mut self, i: usize) -> Result<()> {
-        let v = self
-            .stack
-            .last()
-            .cloned()
-            .ok_or_else(|| self.err("stack underflow"))?;
-        self.memo.insert(i, v);
-        Ok(())
-    }
-
-    fn run(mut self) -> Result<Value> {
-        loop {
-            let op = self.u8()?;
-            match op {
-                0x80 => {
-                    self.u8()?; // PROTO
-                }
-                0x95 => {
-                    self.u64()?; // FRAME
-                }
-                b'.' => return self.pop(), // STOP
-                b'(' => self.stack.push(Value::Mark),
-                b'0' => {
-                    self.pop()?;
-                }
-                b'1' => {
-                    self.pop_mark()?;
-                }
-                b'N' => self.stack.push(Value::None),
-                0x88 => self.stack.push(Value::Bool(true)),
-                0x89 => self.stack.push(Value::Bool(false)),
-                b'J' => {
-                    let b = self.take(4)?;
-                    self.stack.push(Value::Int(
-                        i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64
-                    ));
-                }
-                b'K' => {
-                    let v = self.u8()? as i64;
-                    self.stack.push(Value::Int(v));
-                }
-                b'M' => {
-                    let v = self.u16()? as i64;
-                    self.stack.push(Value::Int(v));
-                }
-                0x8a => {
-                    // LONG1: little-endian two's complement of n bytes.
-                    let n = self.u8()? as usize;
-                    let b = self.take(n)?;
-                    if n > 8 {
-                        return Err(self.err("LONG1 integer wider than 64 bits"));
-                    }
-                    let mut v: i64 = 0;
-                    for (i, &byte) in b.iter().enumerate() {
-                        v |= (byte as i64) << (8 * i);
-                    }
-                    if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
-                        v -= 1i64 << (8 * n);
-                    }
-                    self.stack.push(Value::Int(v));
-                }
-                b'I' => {
-                    let s = self.line()?;
-                    let v = match s.as_str() {
-                        "00" => Value::Bool(false),
-                        "01" => Value::Bool(true),
-                        _ => Value::Int(
-                            s.trim()
-                                .parse()
-                                .map_err(|_| self.err(format!("bad INT {s:?}")))?,
-                        ),
-                    };
-                    self.stack.push(v);
-                }
-                b'G' => {
-                    let b = self.take(8)?;
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(b);
-                    self.stack.push(Value::Float(f64::from_be_bytes(a)));
-                }
-                0x8c => {
-                    let n = self.u8()? as usize;
-                    let s = self.string(n)?;
-                    self.stack.push(Value::Str(s));
-                }
-                b'X' => {
-                    let n = self.u32()?;
-                    let s = self.string(n)?;
-                    self.stack.push(Value::Str(s));
-                }
-                0x8d => {
-                    let n = self.u64()?;
-                    let s = self.string(n)?;
-                    self.stack.push(Value::Str(s));
-                }
-                b'C' | b'U' => {
-                    // SHORT_BINBYTES / SHORT_BINSTRING
-                    let n = self.u8()? as usize;
-                    let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b));
-                }
-                b'B' | b'T' => {
-                    // BINBYTES / BINSTRING
-                    let n = self.u32()?;
-                    let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b));
-                }
-                0x8e | 0x96 => {
-                    // BINBYTES8 / BYTEARRAY8
-                    let n = self.u64()?;
-                    let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b));
-                }
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
-                b't' => {
-                    let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items));
-                }
-                0x85 => {
-                    let a = self.pop()?;
-                    self.stack.push(Value::Tuple(vec![a]));
-                }
-                0x86 => {
-                    let b = self.pop()?;
-                    let a = self.pop()?;
-                    self.stack.push(Value::Tuple(vec![a, b]));
-                }
-                0x87 => {
-                    let c = self.pop()?;
-                    let b = self.pop()?;
-                    let a = self.pop()?;
-                    self.stack.push(Value::Tuple(vec![a, b, c]));
-                }
-                b']' => self.stack.push(Value::List(Vec::new())),
-                b'l' => {
-                    let items = self.pop_mark()?;
-                    self.stack.push(Value::List(items));
-                }
-                b'a' => {
-                    let v = self.pop()?;
-                    match self.top_mut()? {
-                        Value::List(l) => l.push(v),
-                        _ => return Err(self.err("APPEND to a non-list")),
-                    }
-                }
-                b'e' => {
-                    let items = self.pop_mark()?;
-                    match self.top_mut()? {
-                        Value::List(l) => l.extend(items),
-                        _ => return Err(self.err("APPENDS to a non-list")),
-                    }
-                }
-                b'}' => self.stack.push(Value::Dict(Vec::new())),
-                b'd' => {
-                    let items = self.pop_mark()?;
-                    let mut pairs = Vec::new();
-                    let mut it = items.into_iter();
-                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        pairs.push((k, v));
-                    }
-                    self.stack.push(Value::Dict(pairs));
-                }
-                b's' => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
-                    match self.top_mut()? {
-                        Value::Dict(d) => d.push((k, v)),
-                        _ => return Err(self.err("SETITEM on a non-dict")),
-                    }
-                }
-                b'u' => {
-                    let items = self.pop_mark()?;
-                    let mut it = items.into_iter();
-                    let mut pairs = Vec::new();
-                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        pairs.push((k, v));
-                    }
-                    match self.top_mut()? {
-                        Value::Dict(d) => d.extend(pairs),
-                        _ => return Err(self.err("SETITEMS on a non-dict")),
-                    }
-                }
-                b'c' => {
-                    let module = self.line()?;
-                    let name = self.line()?;
-                    self.stack.push(Value::Global(module, name));
-                }
-                0x93 => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    match (module, name) {
-                        (Value::Str(m), Value::Str(n)) => self.stack.push(Value::Global(m, n)),
-                        _ => return Err(self.err("STACK_GLOBAL needs two strings")),
-                    }
-                }
-                b'R' | 0x81 => {
-                    // REDUCE / NEWOBJ: recorded, interpreted later.
-                    let args = self.pop()?;
-                    let callable = self.pop()?;
-                    self.stack
-                        .push(Value::Reduce(Box::new(callable), Box::new(args)));
-                }
-                b'b' => {
-                    let state = self.pop()?;
-                    let obj = self.pop()?;
-                    self.stack
-                        .push(Value::Build(Box::new(obj), Box::new(state)));
-                }
-                0x94 => {
-                    let i = self.memo.len();
-                    self.memo_put(i)?;
-                }
-                b'p' => {
-                    let s = self.line()?;
-                    let i = s
-                        .trim()
-                        .parse()
-                        .map_err(|_| self.err(format!("bad PUT {s:?}")))?;
-                    self.memo_put(i)?;
-                }
-                b'q' => {
-                    let i = self.u8()? as usize;
-                    self.memo_put(i)?;
-                }
-                b'r' => {
-                    let i = self.u32()?;
-                    self.memo_put(i)?;
-                }
-                b'g' => {
-                    let s = self.line()?;
-                    let i = s
-                        .trim()
-                        .parse()
-                        .map_err(|_| self.err(format!("bad GET {s:?}")))?;
-                    let v = self.memo_get(i)?;
-                    self.stack.push(v);
-                }
-                b'h' => {
-                    let i = self.u8()? as usize;
-                    let v = self.memo_get(i)?;
-                    self.stack.push(v);
-                }
-                b'j' => {
-                    let i = self.u32()?;
-                    let v = self.memo_get(i)?;
-                    self.stack.push(v);
-                }
-                other => {
-                    return Err(self.err(format!("unsupported pickle opcode 0x{other:02x}")));
-                }
-            }
-        }
-    }
-}
+use crate::npy::{FloatArray, element_count, float_size, floats_from_bytes, fortran_to_c};
 
 fn is_numpy_module(m: &str) -> bool {
     matches!(
@@ -390,9 +28,9 @@ fn is_numpy_module(m: &str) -> bool {
 }
 
 /// An interpreted numpy array: either floats or a list of objects.
-enum Array {
+enum Array<'v> {
     Float(FloatArray),
-    Objects(Vec<Value>),
+    Objects(&'v [Value]),
 }
 
 struct Interp<'a> {
@@ -410,20 +48,32 @@ impl Interp<'_> {
     /// `numpy.dtype(descr, align, copy)` + BUILD state `(3, endian, ...)` -> a descr like `<f4`.
     fn dtype(&self, v: &Value) -> Result<String> {
         let (obj, state) = match v {
-            Value::Build(o, s) => (o.as_ref(), Some(s.as_ref())),
+            Value::Build { object, state } => (object.as_ref(), Some(state.as_ref())),
             other => (other, None),
         };
         let name = match obj {
-            Value::Reduce(callable, args) => match (callable.as_ref(), args.as_ref()) {
-                (Value::Global(m, n), Value::Tuple(a)) if is_numpy_module(m) && n == "dtype" => {
+            Value::Reduce { callable, args } => match (callable.as_ref(), args.as_ref()) {
+                (Value::Global { module, name }, Value::Tuple(a))
+                    if is_numpy_module(module) && name == "dtype" =>
+                {
                     match a.first() {
                         Some(Value::Str(s)) => s.clone(),
                         _ => return Err(self.err("numpy.dtype without a type string")),
                     }
                 }
-                _ => return Err(self.err(format!("expected numpy.dtype, got {callable:?}"))),
+                _ => {
+                    return Err(self.err(format!(
+                        "dtype field: expected numpy.dtype, got {}",
+                        obj.brief()
+                    )));
+                }
             },
-            other => return Err(self.err(format!("expected a dtype, got {other:?}"))),
+            other => {
+                return Err(self.err(format!(
+                    "dtype field: expected a dtype, got {}",
+                    other.brief()
+                )));
+            }
         };
         let endian = match state {
             Some(Value::Tuple(s)) => match s.get(1) {
@@ -436,7 +86,9 @@ impl Interp<'_> {
             return Ok("|O".to_string());
         }
         match endian.as_str() {
-            ">" => Err(self.err(format!("big-endian dtype >{name} is not supported"))),
+            ">" => Err(self.err(format!(
+                "dtype field: big-endian dtype >{name} is not supported"
+            ))),
             _ => Ok(format!("<{name}")),
         }
     }
@@ -445,39 +97,48 @@ impl Interp<'_> {
         match v {
             Value::Bytes(b) => Ok(b.clone()),
             // Protocol 2 pickles `bytes` as `_codecs.encode(text, 'latin1')`.
-            Value::Reduce(callable, args) => match (callable.as_ref(), args.as_ref()) {
-                (Value::Global(m, n), Value::Tuple(a)) if m == "_codecs" && n == "encode" => {
+            Value::Reduce { callable, args } => match (callable.as_ref(), args.as_ref()) {
+                (Value::Global { module, name }, Value::Tuple(a))
+                    if module == "_codecs" && name == "encode" =>
+                {
                     match a.as_slice() {
                         [Value::Str(s), Value::Str(enc)] if enc == "latin1" || enc == "latin-1" => {
                             s.chars()
                                 .map(|c| {
-                                    u8::try_from(c as u32)
-                                        .map_err(|_| self.err("non-latin1 char in bytes"))
+                                    u8::try_from(c as u32).map_err(|_| {
+                                        self.err("data field: non-latin1 char in bytes")
+                                    })
                                 })
                                 .collect()
                         }
                         [Value::Str(s)] => Ok(s.as_bytes().to_vec()),
-                        _ => Err(self.err("unsupported _codecs.encode arguments")),
+                        _ => Err(self.err("data field: unsupported _codecs.encode arguments")),
                     }
                 }
-                _ => Err(self.err(format!("expected bytes, got a call of {callable:?}"))),
+                _ => Err(self.err(format!("data field: expected bytes, got a {}", v.brief()))),
             },
             Value::Str(s) => Ok(s.as_bytes().to_vec()),
-            other => Err(self.err(format!("expected bytes, got {other:?}"))),
+            other => Err(self.err(format!("data field: expected bytes, got {}", other.brief()))),
         }
     }
 
-    fn array(&self, v: &Value) -> Result<Array> {
-        let Value::Build(obj, state) = v else {
-            return Err(self.err(format!("expected a numpy array, got {v:?}")));
+    fn array<'v>(&self, v: &'v Value) -> Result<Array<'v>> {
+        let Value::Build { object, state } = v else {
+            return Err(self.err(format!("expected a numpy array, got {}", v.brief())));
         };
-        match obj.as_ref() {
-            Value::Reduce(callable, _) => match callable.as_ref() {
-                Value::Global(m, n) if is_numpy_module(m) && n == "_reconstruct" => {}
-                other => return Err(self.err(format!("unsupported global {other:?}"))),
+        match object.as_ref() {
+            Value::Reduce { callable, .. } => match callable.as_ref() {
+                Value::Global { module, name }
+                    if is_numpy_module(module) && name == "_reconstruct" => {}
+                other => {
+                    return Err(self.err(format!("unsupported global {}", other.brief())));
+                }
             },
             other => {
-                return Err(self.err(format!("expected ndarray reconstruction, got {other:?}")));
+                return Err(self.err(format!(
+                    "expected ndarray reconstruction, got {}",
+                    other.brief()
+                )));
             }
         }
         let Value::Tuple(s) = state.as_ref() else {
@@ -492,41 +153,59 @@ impl Interp<'_> {
         let shape = match shape_v {
             Value::Tuple(d) => d
                 .iter()
-                .map(|x| match x {
-                    Value::Int(i) if *i >= 0 => Ok(*i as usize),
-                    _ => Err(self.err(format!("bad shape entry {x:?}"))),
+                .enumerate()
+                .map(|(i, x)| match x {
+                    Value::Int(v) => usize::try_from(*v)
+                        .map_err(|_| self.err(format!("shape field: entry {i} is {v}"))),
+                    other => Err(self.err(format!("shape field: entry {i} is {}", other.brief()))),
                 })
                 .collect::<Result<Vec<_>>>()?,
-            _ => return Err(self.err("ndarray shape is not a tuple")),
+            other => {
+                return Err(self.err(format!(
+                    "shape field: expected a tuple, got {}",
+                    other.brief()
+                )));
+            }
         };
         let fortran = matches!(fortran_v, Value::Bool(true) | Value::Int(1));
         let descr = self.dtype(dtype_v)?;
-        let count: usize = shape.iter().product();
+        let count = element_count(&shape).ok_or_else(|| {
+            self.err(format!("shape field: {shape:?} overflows an element count"))
+        })?;
         if descr == "|O" {
             return match data_v {
-                Value::List(items) if items.len() == count => Ok(Array::Objects(items.clone())),
+                Value::List(items) if items.len() == count => Ok(Array::Objects(items)),
                 Value::List(items) => Err(self.err(format!(
-                    "object array of shape {shape:?} holds {} items",
+                    "shape field: object array of shape {shape:?} holds {} items",
                     items.len()
                 ))),
-                _ => Err(self.err("object array data is not a list")),
+                other => Err(self.err(format!(
+                    "data field: object array data is {}, not a list",
+                    other.brief()
+                ))),
             };
         }
         let size = float_size(&descr).ok_or_else(|| {
             self.err(format!(
-                "unsupported element dtype {descr:?} (expected float16/32/64)"
+                "dtype field: unsupported element dtype {descr:?} (expected float16/32/64)"
+            ))
+        })?;
+        // Compared with the bytes present before anything sized by the shape is allocated.
+        let needed = count.checked_mul(size).ok_or_else(|| {
+            self.err(format!(
+                "shape field: {shape:?} of {descr} overflows a byte count"
             ))
         })?;
         let raw = self.bytes(data_v)?;
-        if raw.len() != count * size {
+        if raw.len() != needed {
             return Err(self.err(format!(
-                "array of shape {shape:?} and dtype {descr} needs {} bytes, has {}",
-                count * size,
+                "shape field: array of shape {shape:?} and dtype {descr} needs {needed} bytes, \
+                 data holds {}",
                 raw.len()
             )));
         }
         let mut data = floats_from_bytes(&descr, &raw)
-            .ok_or_else(|| self.err(format!("unsupported dtype {descr}")))?;
+            .ok_or_else(|| self.err(format!("dtype field: unsupported dtype {descr}")))?;
         if fortran {
             data = fortran_to_c(&shape, data);
         }
@@ -537,15 +216,8 @@ impl Interp<'_> {
 /// Reads the pickle body of an object-array `.npy` (everything after the header) into its
 /// float-array elements (outer array flattened in C order). `path` only names errors.
 pub fn read_object_array(pickle: &[u8], path: &Path) -> Result<Vec<FloatArray>> {
-    let machine = Machine {
-        data: pickle,
-        pos: 0,
-        stack: Vec::new(),
-        memo: Default::default(),
-        path,
-    };
-    let top = machine.run()?;
     let interp = Interp { path };
+    let top = unpickle(pickle).map_err(|e| interp.err(e.reason))?;
     match interp.array(&top)? {
         Array::Objects(items) => items
             .iter()
@@ -665,18 +337,5 @@ mod tests {
             }
             other => panic!("expected objects, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn long1_decodes_negative_numbers() {
-        // LONG1 with 2 bytes 0xff 0xfe = -257 (two's complement, little-endian), then STOP.
-        let m = Machine {
-            data: b"\x8a\x02\xff\xfe.",
-            pos: 0,
-            stack: Vec::new(),
-            memo: Default::default(),
-            path: Path::new("m"),
-        };
-        assert_eq!(m.run().expect("run"), Value::Int(-257));
     }
 }

@@ -88,7 +88,8 @@ pub trait MotionSource {
     /// Whether CLIP text features are available.
     fn has_text(&self) -> bool;
     /// Token features `[L, 512]` (row-major) of caption `c` of sample `i`, appended to `out`;
-    /// returns `L`. Errors if [`MotionSource::has_text`] is false.
+    /// returns `L`. Errors if [`MotionSource::has_text`] is false, or if the stored features
+    /// are not a whole number of 512-wide rows.
     fn text_tokens(&self, i: usize, c: usize, out: &mut Vec<f32>) -> Result<usize>;
     /// Pooled features `[512]` of caption `c` of sample `i`, appended to `out`.
     fn text_pooled(&self, i: usize, c: usize, out: &mut Vec<f32>) -> Result<()>;
@@ -114,11 +115,14 @@ impl MotionSource for [MotionSample] {
 
     fn copy_frames(&self, i: usize, start: usize, out: &mut [f32]) -> Result<()> {
         let s = &self[i];
-        let a = start * FEATURE_DIM;
-        let src = s.features.get(a..a + out.len()).ok_or_else(|| {
+        let src = start
+            .checked_mul(FEATURE_DIM)
+            .and_then(|a| Some(a..a.checked_add(out.len())?))
+            .and_then(|r| s.features.get(r));
+        let src = src.ok_or_else(|| {
             DataError::Config(format!(
                 "frames {start}..{} out of range for {} ({} frames)",
-                start + out.len() / FEATURE_DIM,
+                start.saturating_add(out.len() / FEATURE_DIM),
                 s.id,
                 s.frames
             ))
@@ -142,6 +146,13 @@ impl MotionSource for [MotionSample] {
                     self[i].id
                 ))
             })?;
+        if t.len() % TEXT_DIM != 0 {
+            return Err(DataError::Shape {
+                what: format!("text.tokens[{c}] (CLIP token features) of {}", self[i].id),
+                expected: format!("[L, {TEXT_DIM}] (a multiple of {TEXT_DIM} values)"),
+                got: vec![t.len()],
+            });
+        }
         out.extend_from_slice(t);
         Ok(t.len() / TEXT_DIM)
     }
@@ -150,7 +161,10 @@ impl MotionSource for [MotionSample] {
         let t = self[i]
             .text
             .as_ref()
-            .and_then(|t| t.pooled.get(c * TEXT_DIM..(c + 1) * TEXT_DIM))
+            .and_then(|t| {
+                t.pooled
+                    .get(c.checked_mul(TEXT_DIM)?..(c + 1).checked_mul(TEXT_DIM)?)
+            })
             .ok_or_else(|| {
                 DataError::Config(format!(
                     "no pooled CLIP features for {} caption {c}",

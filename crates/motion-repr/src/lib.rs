@@ -15,12 +15,16 @@
 //!   [`rifke::to_body_params`], the reference's mapping to SMPL-H inputs.
 //! - [`normalize`]: [`Normalizer`] (mean/std from `.pt`, `.npy`, `.safetensors`).
 //! - [`torch_pt`]: [`torch_pt::read_single_tensor`] for `torch.save`d bare tensors.
+//! - [`pickle`]: the hardened pickle reader behind it (also reads numpy object arrays for
+//!   `motion-data`).
 //! - [`error`] holds [`ReprError`], the typed error of every fallible function here.
 #![warn(missing_docs)]
 
 pub mod error;
 pub mod layout;
 pub mod normalize;
+/// The hardened pickle reader (re-exported from `tensor-io`).
+pub use tensor_io::pickle;
 pub mod rifke;
 pub mod torch_pt;
 

@@ -9,10 +9,15 @@
 //! The folder is found from this crate's manifest directory, so tests work on a fresh clone;
 //! the environment variable `MOTION_DIT_FIXTURES` overrides it.
 //!
+//! [`mutate`] holds the seeded mutation testing of file readers (byte, pickle, `.npy` and zip
+//! mutations, a counting allocator, a campaign runner) used by the crates' `malformed` tests.
+//!
 //! # Place in the workspace
 //! A development dependency only (`publish = false`); no library crate may depend on it for
 //! anything but tests.
 #![warn(missing_docs)]
+
+pub mod mutate;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -368,6 +368,50 @@ fn resume_from_a_checkpoint_is_bit_identical_to_an_uninterrupted_run() -> Result
 }
 
 #[test]
+fn a_save_cut_short_before_its_json_resumes_at_the_previous_step() -> Result<()> {
+    let dev = Device::Cpu;
+    let vm = VarMap::new();
+    let model = Tiny::new(&vm, &dev)?;
+    seeded_init(&vm, 2)?;
+    let mut tr = Trainer::new(&vm, config())?;
+    step(&mut tr, &model, &dev)?;
+    let dir = scratch_dir("cut-short");
+    let stem = dir.join("ckpt");
+    tr.save(&stem, &serde_json::Value::Null)?;
+    let saved = state_bits(&tr)?;
+    // A kill between the two renames of the next save: its tensor file is in place (here
+    // half-written as well), the JSON still names step 1's; an older-format file lies around.
+    step(&mut tr, &model, &dev)?;
+    std::fs::write(dir.join("ckpt-00000002.safetensors"), b"half a file")?;
+    std::fs::write(dir.join("ckpt.safetensors"), b"from an older version")?;
+    let (back, _) = Trainer::resume(&vm, &stem)?;
+    assert_eq!(back.step(), 1);
+    assert_eq!(state_bits(&back)?, saved, "step 1's state, intact");
+    // The next complete save commits step 2 and removes every other tensor file.
+    tr.save(&stem, &serde_json::Value::Null)?;
+    let mut files: Vec<String> = std::fs::read_dir(&dir)?
+        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_>>()?;
+    files.sort();
+    assert_eq!(files, ["ckpt-00000002.safetensors", "ckpt.json"]);
+    assert_eq!(Trainer::resume(&vm, &stem)?.0.step(), 2);
+    // A JSON naming a file outside its folder is refused.
+    let json = dir.join("ckpt.json");
+    let text = std::fs::read_to_string(&json)?;
+    std::fs::write(
+        &json,
+        text.replace("ckpt-00000002.safetensors", "../x.safetensors"),
+    )?;
+    let err = Trainer::resume(&vm, &stem).expect_err("a path is not a file name");
+    assert!(
+        matches!(err, DiffusionError::CorruptCheckpoint { .. }),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
 fn truncated_or_mismatched_checkpoints_give_typed_errors() -> Result<()> {
     let dev = Device::Cpu;
     let vm = VarMap::new();
@@ -378,7 +422,7 @@ fn truncated_or_mismatched_checkpoints_give_typed_errors() -> Result<()> {
     let dir = scratch_dir("corrupt");
     let stem = dir.join("ckpt");
     tr.save(&stem, &serde_json::Value::Null)?;
-    let st = dir.join("ckpt.safetensors");
+    let st = dir.join(format!("ckpt-{:08}.safetensors", tr.step()));
     let full = std::fs::read(&st)?;
 
     std::fs::write(&st, &full[..full.len() / 2])?;
@@ -387,7 +431,7 @@ fn truncated_or_mismatched_checkpoints_give_typed_errors() -> Result<()> {
         matches!(err, DiffusionError::CorruptCheckpoint { .. }),
         "{err}"
     );
-    assert!(err.to_string().contains("ckpt.safetensors"), "{err}");
+    assert!(err.to_string().contains("ckpt-0000000"), "{err}");
 
     // Same length, one flipped byte in the data.
     let mut flipped = full.clone();

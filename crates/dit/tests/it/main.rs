@@ -5,6 +5,7 @@
 
 mod checkpoint;
 mod fixtures;
+mod kernels;
 mod sampling;
 mod training;
 
