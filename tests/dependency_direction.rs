@@ -14,7 +14,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("diffusion", &[]),
     ("dit", &["diffusion", "tensor-io"]),
     ("metrics", &[]),
-    ("tmr", &["smpl", "motion-repr"]),
+    ("tmr", &["smpl", "motion-repr", "tensor-io"]),
     ("motion-viz", &["smpl", "motion-repr"]),
     ("motion-export", &["smpl"]),
     ("test-fixtures", &[]),

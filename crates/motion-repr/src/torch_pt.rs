@@ -44,7 +44,9 @@ pub fn read_single_tensor(path: &Path, device: &Device) -> Result<Tensor> {
         .map_err(|e| read_err(path, format!("bad tensor record: {e}")))?
         .ok_or_else(|| {
             let kind = match &obj {
-                Value::Dict(_) => "a dict (a state dict? use candle::pickle::PthTensors)".into(),
+                Value::Dict(_) => {
+                    "a dict (a state dict? read it with tensor_io::torch::read_state_dict)".into()
+                }
                 other => other.brief(),
             };
             read_err(path, format!("top-level object is {kind}, not a tensor"))

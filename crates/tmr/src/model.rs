@@ -48,11 +48,11 @@ pub(crate) fn load_state_dict(
             hint: "the TMR encoder state dict (tmr-motion_encoder.pt / tmr-text_encoder.pt of the reference checkpoints)".into(),
         });
     }
-    let tensors = candle::pickle::read_all_with_key(path, None).map_err(|e| TmrError::Read {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let map: HashMap<String, Tensor> = tensors.into_iter().collect();
+    let map: HashMap<String, Tensor> =
+        tensor_io::torch::read_state_dict(path).map_err(|e| TmrError::Read {
+            path: e.path,
+            reason: e.reason,
+        })?;
     let needed = cfg.state_dict_shapes();
     let needed_names: BTreeSet<&str> = needed.iter().map(|(k, _)| k.as_str()).collect();
     let missing: Vec<String> = needed_names
