@@ -265,8 +265,7 @@ fn run(args: Args) -> Result<()> {
             ("std".to_string(), n.std().clone()),
         ]
         .into();
-        candle::safetensors::save(&map, &stats_path)
-            .with_context(|| format!("writing {}", stats_path.display()))?;
+        motion_dit::output::write_safetensors(&stats_path, &map)?;
         n
     };
 

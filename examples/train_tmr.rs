@@ -310,8 +310,7 @@ fn save(
     );
     trainer.save(&motion_st, &text_st)?;
     for (st, pt) in [(&motion_st, &motion_pt), (&text_st, &text_pt)] {
-        let tensors: Vec<(String, Tensor)> = candle::safetensors::load(st, &Device::Cpu)
-            .with_context(|| format!("reading {}", st.display()))?
+        let tensors: Vec<(String, Tensor)> = tensor_io::safetensors::load(st, &Device::Cpu)?
             .into_iter()
             .collect();
         torch_pt::write_state_dict(pt, &tensors)?;

@@ -325,6 +325,26 @@ impl ModelConfig {
         if self.max_frames == 0 {
             return Err(bad("max_frames must be positive".into()));
         }
+        // Sizes that are not checked against a file: the position tables are computed from
+        // them, so an absurd value would be an absurd allocation.
+        for (field, v) in [
+            ("max_frames", self.max_frames),
+            ("dit.num_frames", self.dit.num_frames),
+            ("dit.max_positions", self.dit.max_positions),
+        ] {
+            if v > MAX_POSITIONS {
+                return Err(bad(format!(
+                    "{field} = {v} is above the {MAX_POSITIONS} this library accepts"
+                )));
+            }
+        }
+        if self.dit.max_positions.saturating_mul(self.dit.latent_dim) > MAX_TABLE_ELEMENTS {
+            return Err(bad(format!(
+                "dit.max_positions = {} x dit.latent_dim = {}: position tables of more than \
+                 {MAX_TABLE_ELEMENTS} values",
+                self.dit.max_positions, self.dit.latent_dim
+            )));
+        }
         if self.sampling.steps == 0 {
             return Err(bad("sampling.steps must be positive".into()));
         }
@@ -340,7 +360,78 @@ impl ModelConfig {
         }
         Ok(())
     }
+
+    /// Checks the network sizes against the weights file (`weights`, `weights_len` bytes):
+    /// every variant holds at least the input projection `[D, num_feats]`, the condition
+    /// projection `[D, num_cond_feats]` and, per backbone block (and per condition block of
+    /// the cross-attention variant), `qkv [3D, D]`, `out [D, D]` and the MLP
+    /// (`2 x mlp_multiplier x D^2`), each value taking at least 2 bytes. A configuration that
+    /// needs more than the file holds is refused before the network is built (which would
+    /// otherwise size stand-ins for the missing weights from the configuration); the message
+    /// names `config.json` and the field at fault.
+    pub fn check_against_weights(
+        &self,
+        path: &Path,
+        weights: &Path,
+        weights_len: u64,
+    ) -> Result<()> {
+        let d = &self.dit;
+        let dim = d.latent_dim as u128;
+        let block = (4 + 2 * d.mlp_multiplier as u128)
+            .saturating_mul(dim)
+            .saturating_mul(dim);
+        let cond_blocks = if d.variant.sequential_condition() {
+            d.num_cond_blocks
+        } else {
+            0
+        };
+        let terms: [(&str, u128); 4] = [
+            ("dit.num_feats", dim.saturating_mul(d.num_feats as u128)),
+            (
+                "dit.num_cond_feats",
+                dim.saturating_mul(d.num_cond_feats as u128),
+            ),
+            (
+                "dit.num_layers",
+                (d.num_layers as u128).saturating_mul(block),
+            ),
+            (
+                "dit.num_cond_blocks",
+                (cond_blocks as u128).saturating_mul(block),
+            ),
+        ];
+        let needed = terms.iter().fold(0u128, |a, (_, n)| a.saturating_add(*n));
+        if needed.saturating_mul(2) > u128::from(weights_len) {
+            let (field, _) = terms
+                .iter()
+                .max_by_key(|(_, n)| *n)
+                .copied()
+                .unwrap_or(("dit.latent_dim", 0));
+            let value = match field {
+                "dit.num_feats" => d.num_feats,
+                "dit.num_cond_feats" => d.num_cond_feats,
+                "dit.num_layers" => d.num_layers,
+                _ => d.num_cond_blocks,
+            };
+            return Err(PipelineError::Config {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "{field} = {value} (with dit.latent_dim = {}): the network needs at least \
+                     {needed} weights, more than the {weights_len}-byte {} can hold",
+                    d.latent_dim,
+                    weights.display()
+                ),
+            });
+        }
+        Ok(())
+    }
 }
+
+/// Largest `max_frames`, `dit.num_frames` and `dit.max_positions` a model folder may declare.
+pub const MAX_POSITIONS: usize = 1 << 20;
+/// Largest position table (`dit.max_positions x dit.latent_dim` values) a model folder may
+/// declare.
+pub const MAX_TABLE_ELEMENTS: usize = 1 << 26;
 
 /// Where a [`MotionModel`] came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -518,6 +609,18 @@ impl MotionModel {
             "model statistics",
             "named by `stats` in config.json",
         )?;
+        for (field, p) in [("weights", &weights), ("stats", &stats)] {
+            if !p.is_file() {
+                return Err(PipelineError::Config {
+                    path: cfg_path.clone(),
+                    reason: format!("`{field}` names {}, which is not a file", p.display()),
+                });
+            }
+        }
+        let weights_len = std::fs::metadata(&weights)
+            .map_err(|e| read_err(&weights, e))?
+            .len();
+        cfg.check_against_weights(&cfg_path, &weights, weights_len)?;
         let dit = Dit::from_checkpoint(&weights, &cfg.dit, device)?;
         let normalizer = Normalizer::from_safetensors_keys(&stats, "mean", "std", device)?;
         let text_encoder = match &cfg.text_encoder {
@@ -578,6 +681,7 @@ impl MotionModel {
             "model statistics",
             "named by `stats` in config.json",
         )?;
+        cfg.check_against_weights(&cfg_path, &label.join(&weights_name), weights.len() as u64)?;
         let dit = Dit::from_safetensors_bytes(
             weights,
             &label.join(&weights_name).to_string_lossy(),
@@ -585,8 +689,8 @@ impl MotionModel {
             device,
         )?;
         let stats_path = label.join(&stats_name);
-        let mut st = candle::safetensors::load_buffer(stats, device)
-            .map_err(|e| read_err(&stats_path, e))?;
+        let mut st = tensor_io::safetensors::load_bytes(stats, &stats_path, device)
+            .map_err(|e| read_err(&stats_path, e.reason))?;
         let mut take = |key: &str| {
             st.remove(key)
                 .ok_or_else(|| read_err(&stats_path, format!("no tensor {key:?}")))

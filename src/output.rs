@@ -2,53 +2,16 @@
 //! and the `manifest.json` that lists them. Every file is written atomically (a temporary file
 //! in the same folder, renamed into place), so a failed run leaves no partial file.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, write_err};
 
-/// A temporary path next to `path` (same folder, so the final rename is atomic).
-pub(crate) fn temp_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".tmp-{}", std::process::id()));
-    PathBuf::from(s)
-}
-
-/// Renames a finished temporary file into place (removing it if the rename fails).
-pub(crate) fn commit(tmp: &Path, path: &Path) -> Result<()> {
-    std::fs::rename(tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(tmp);
-        write_err(path, e)
-    })
-}
-
-/// Gives `path` the permissions a newly created file gets in its folder (the serialiser of
-/// safetensors writes owner-only files through its own temporary file).
-pub(crate) fn with_default_permissions(path: &Path) -> Result<()> {
-    let probe = temp_path(&path.with_extension("perm-probe"));
-    let perms = std::fs::File::create(&probe)
-        .and_then(|f| f.metadata())
-        .map(|m| m.permissions())
-        .map_err(|e| write_err(&probe, e))?;
-    let _ = std::fs::remove_file(&probe);
-    std::fs::set_permissions(path, perms).map_err(|e| write_err(path, e))
-}
-
-/// Writes `bytes` to `path` atomically: a synced temporary file in the same folder, renamed.
+/// Writes `bytes` to `path` atomically ([`tensor_io::atomic::write`]: a synced temporary file
+/// in the same folder, renamed over it, with the permissions a new file gets there).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    let written = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(write_err(path, e));
-    }
-    commit(&tmp, path)
+    tensor_io::atomic::write(path, bytes).map_err(|e| write_err(path, e))
 }
 
 /// Writes `tensors` to the safetensors file `path` atomically, with the permissions a new file
@@ -57,13 +20,8 @@ pub fn write_safetensors(
     path: &Path,
     tensors: &std::collections::HashMap<String, candle::Tensor>,
 ) -> Result<()> {
-    let tmp = temp_path(path);
-    if let Err(e) = candle::safetensors::save(tensors, &tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(write_err(&tmp, e));
-    }
-    with_default_permissions(&tmp)?;
-    commit(&tmp, path)
+    let bytes = tensor_io::safetensors::to_bytes(tensors).map_err(|e| write_err(path, e))?;
+    write_atomic(path, &bytes)
 }
 
 /// Checks that `dir` exists (creating it) and accepts files, before any work is done.

@@ -427,8 +427,8 @@ pub fn load_embeddings(dir: &Path, setting: &SweepSetting) -> Result<Option<cand
     if !path.is_file() {
         return Ok(None);
     }
-    let mut map = candle::safetensors::load(&path, &candle::Device::Cpu)
-        .map_err(|e| crate::error::read_err(&path, e))?;
+    let mut map = tensor_io::safetensors::load(&path, &candle::Device::Cpu)
+        .map_err(|e| crate::error::read_err(&path, e.reason))?;
     map.remove("embeddings")
         .map(Some)
         .ok_or_else(|| crate::error::read_err(&path, "no tensor \"embeddings\""))

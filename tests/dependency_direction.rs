@@ -8,15 +8,16 @@ use std::process::Command;
 /// (normal and build dependencies; dev-dependencies may also use `test-fixtures`).
 const ALLOWED: &[(&str, &[&str])] = &[
     ("tensor-io", &[]),
-    ("smpl", &[]),
+    ("smpl", &["tensor-io"]),
     ("motion-repr", &["smpl", "tensor-io"]),
-    ("motion-data", &["smpl", "motion-repr"]),
-    ("diffusion", &[]),
-    ("dit", &["diffusion", "tensor-io"]),
-    ("metrics", &[]),
+    ("motion-data", &["smpl", "motion-repr", "tensor-io"]),
+    ("kernels", &[]),
+    ("diffusion", &["kernels", "tensor-io"]),
+    ("dit", &["diffusion", "kernels", "tensor-io"]),
+    ("metrics", &["tensor-io"]),
     ("tmr", &["smpl", "motion-repr", "tensor-io"]),
-    ("motion-viz", &["smpl", "motion-repr"]),
-    ("motion-export", &["smpl"]),
+    ("motion-viz", &["smpl", "motion-repr", "tensor-io"]),
+    ("motion-export", &["smpl", "tensor-io"]),
     ("test-fixtures", &[]),
     ("motion-web", &["motion-dit"]),
 ];

@@ -11,7 +11,8 @@
 //! # Place in the workspace
 //! `diffusion` <- `dit`. This crate sees networks only through the `Denoiser` trait: it must never
 //! depend on `dit`, on a dataset crate (`motion-data`), on a body model (`smpl`, `motion-repr`) or on
-//! `tmr`, `metrics` and `motion-viz`.
+//! `tmr`, `metrics` and `motion-viz`. It uses `kernels` (the fused CPU kernels at the bottom of
+//! the workspace) for the in-place AdamW update.
 #![warn(missing_docs)]
 
 pub mod denoiser;

@@ -168,6 +168,28 @@ impl AdamW {
                     name: s.name.clone(),
                 })?
                 .to_dtype(p.dtype())?;
+            if kernels::ops::fast_ok(p) && g.dtype() == DType::F32 && p.is_contiguous() {
+                // One fused pass for the moments, one for the parameter (in place, as
+                // `Var::set` writes it); bit-identical to the tensor ops below.
+                let (m, v) = kernels::optim::adamw_step(
+                    p,
+                    &g,
+                    &s.m,
+                    &s.v,
+                    kernels::optim::AdamWStep {
+                        decay: 1.0 - lr * c.weight_decay,
+                        one_minus_beta1: 1.0 - c.beta1,
+                        beta2: c.beta2,
+                        one_minus_beta2: 1.0 - c.beta2,
+                        bias2_sqrt,
+                        eps: c.eps,
+                        neg_step_size: -step_size,
+                    },
+                )?;
+                s.m = m;
+                s.v = v;
+                continue;
+            }
             let p = (p * (1.0 - lr * c.weight_decay))?;
             // lerp(m, g, w) for w < 0.5 is m + w (g - m), as torch.lerp.
             let m = (&s.m + ((&g - &s.m)? * (1.0 - c.beta1))?)?;

@@ -24,7 +24,6 @@
 //! mismatched tensor file is reported as [`DiffusionError::CorruptCheckpoint`]. Checkpoints of
 //! earlier versions (`<stem>.safetensors`) resume as before.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle::{Device, Tensor, Var};
@@ -153,17 +152,10 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DiffusionError + '_ {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, synced, renamed.
+/// Writes `bytes` to `path` atomically ([`tensor_io::atomic::write`]: a synced temporary file
+/// in the same folder, renamed over it).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(bytes).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
-    Ok(())
+    tensor_io::atomic::write(path, bytes).map_err(io_err(path))
 }
 
 /// Reads the checkpoint `<stem>` (its JSON, then the tensor file it names) and checks the
@@ -360,15 +352,9 @@ impl Trainer {
             map.insert(format!("adam.m.{n}"), m.clone());
             map.insert(format!("adam.v.{n}"), v.clone());
         }
-        // candle serialises to a path; write it to a scratch file, read it back, then write the
-        // bytes atomically (one sync + rename) so the hash is of exactly what is on disk.
-        let scratch = with_ext(
-            stem,
-            &format!(".safetensors.scratch-{}", std::process::id()),
-        );
-        candle::safetensors::save(&map, &scratch)?;
-        let bytes = std::fs::read(&scratch).map_err(io_err(&scratch))?;
-        std::fs::remove_file(&scratch).map_err(io_err(&scratch))?;
+        // Serialised in memory, hashed, then written atomically (one sync + rename): the hash is
+        // of exactly what is on disk.
+        let bytes = tensor_io::safetensors::to_bytes(&map)?;
         write_atomic(&st_path, &bytes)?;
         let meta = CheckpointMeta {
             format: CHECKPOINT_FORMAT,
@@ -407,12 +393,13 @@ impl Trainer {
             .first()
             .map(|(_, v)| v.device().clone())
             .unwrap_or(Device::Cpu);
-        let mut tensors = candle::safetensors::load_buffer(&bytes, &device).map_err(|e| {
-            DiffusionError::CorruptCheckpoint {
-                path: st_path.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+        let mut tensors =
+            tensor_io::safetensors::load_bytes(&bytes, &st_path, &device).map_err(|e| {
+                DiffusionError::CorruptCheckpoint {
+                    path: e.path,
+                    reason: e.reason,
+                }
+            })?;
         let mut take = |key: String, like: &Tensor| -> Result<Tensor> {
             let t = tensors
                 .remove(&key)

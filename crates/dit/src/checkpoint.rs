@@ -81,9 +81,46 @@ struct AuditLog {
 struct Audit {
     tensors: HashMap<String, Tensor>,
     log: Mutex<AuditLog>,
+    /// Whether stand-ins are bounded by the stored tensors (loading a file); `init_random`'s
+    /// shape probe stores nothing and builds exactly what its caller asks for.
+    bounded: bool,
 }
 
 struct AuditRef<'a>(&'a Audit);
+
+impl Audit {
+    /// A zero placeholder of shape `s` for a missing or mis-shaped tensor, so that construction
+    /// goes on and every fault is listed at once. Its size comes from the configuration, not the
+    /// file: a configuration asking for more elements than the largest stored tensor (or 2^20)
+    /// is an error here, before anything that large is allocated.
+    fn placeholder(
+        &self,
+        s: Shape,
+        name: &str,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle::Result<Tensor> {
+        let largest = self
+            .tensors
+            .values()
+            .map(Tensor::elem_count)
+            .max()
+            .unwrap_or(0)
+            .max(1 << 20);
+        let count = s
+            .dims()
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d.max(1)));
+        match count {
+            Some(n) if n <= largest || !self.bounded => Tensor::zeros(s, dtype, dev),
+            _ => candle::bail!(
+                "{name}: the configuration asks for shape {:?}, larger than any tensor stored \
+                 (the configuration does not match the weights)",
+                s.dims()
+            ),
+        }
+    }
+}
 
 impl SimpleBackend for AuditRef<'_> {
     fn get(
@@ -108,13 +145,14 @@ impl SimpleBackend for AuditRef<'_> {
                         s.dims(),
                         t.dims()
                     ));
-                    return Tensor::zeros(s, dtype, dev);
+                    return self.0.placeholder(s, name, dtype, dev);
                 }
                 t.to_dtype(dtype)?.to_device(dev)
             }
             None => {
                 log.missing.push(format!("{name} {:?}", s.dims()));
-                Tensor::zeros(s, dtype, dev)
+                drop(log);
+                self.0.placeholder(s, name, dtype, dev)
             }
         }
     }
@@ -155,6 +193,7 @@ impl Dit {
         let audit = Audit {
             tensors,
             log: Mutex::new(AuditLog::default()),
+            bounded: true,
         };
         let vb = VarBuilder::from_backend(Box::new(AuditRef(&audit)), DType::F32, device.clone());
         let built = Dit::new(cfg, vb);
@@ -225,8 +264,8 @@ impl Dit {
         device: &Device,
     ) -> Result<Dit, DitError> {
         let path = Path::new(name);
-        let all =
-            candle::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| read_err(path, e))?;
+        let all = tensor_io::safetensors::load_bytes(bytes, path, &Device::Cpu)
+            .map_err(|e| read_err(path, e.reason))?;
         let (tensors, prefix) = select_network(path, all, None)?;
         let tensors = tensors
             .into_iter()
@@ -247,6 +286,7 @@ impl Dit {
         let audit = Audit {
             tensors: HashMap::new(),
             log: Mutex::new(AuditLog::default()),
+            bounded: false,
         };
         let vb = VarBuilder::from_backend(Box::new(AuditRef(&audit)), DType::F32, Device::Cpu);
         let probe = Dit::new(cfg, vb)?;
@@ -403,7 +443,7 @@ fn read_network_tensors(
         .unwrap_or("")
         .to_ascii_lowercase();
     let all: HashMap<String, Tensor> = if ext == "safetensors" {
-        candle::safetensors::load(path, &Device::Cpu).map_err(|e| read_err(path, e))?
+        tensor_io::safetensors::load(path, &Device::Cpu).map_err(|e| read_err(path, e.reason))?
     } else {
         read_torch_state_dict(path)?
     };

@@ -3,16 +3,17 @@
 //! Transformer Architecture", 2020), with weight names equal to the PyTorch module paths.
 //!
 //! Every layer runs in one of two modes given by [`Ctx`]: inference (fused CPU kernels, no
-//! gradient, deterministic) or training (differentiable candle ops; dropout and stochastic depth
-//! drawn from a seeded RNG).
+//! gradient, deterministic) or training (differentiable ops; dropout and stochastic depth drawn
+//! from a seeded RNG). Training uses the differentiable fused kernels of `kernels::grad` on CPU
+//! `f32` tensors (`Ctx::kernels`), the plain candle ops otherwise.
 
 use candle::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use crate::attention::fused_attention;
 use crate::ops;
+use kernels::attention::fused_attention;
 
 /// LayerNorm epsilon of every norm in the reference network.
 pub(crate) const LN_EPS: f64 = 1e-6;
@@ -22,6 +23,8 @@ pub(crate) struct Ctx<'a> {
     pub train: Option<&'a mut StdRng>,
     pub dropout: f64,
     pub stochastic_depth: f64,
+    /// Training with the differentiable fused kernels (`kernels::grad`) where they apply.
+    pub kernels: bool,
 }
 
 impl Ctx<'_> {
@@ -30,6 +33,7 @@ impl Ctx<'_> {
             train: None,
             dropout: 0.0,
             stochastic_depth: 0.0,
+            kernels: false,
         }
     }
 
@@ -38,18 +42,35 @@ impl Ctx<'_> {
         self.train.is_none()
     }
 
-    /// Element-wise inverted dropout with probability `self.dropout` (identity in inference).
-    pub fn dropout(&mut self, x: &Tensor) -> Result<Tensor> {
+    /// Training with the differentiable fused kernels on `x` (CPU `f32`).
+    pub fn grad_kernels(&self, x: &Tensor) -> bool {
+        self.train.is_some() && self.kernels && ops::fast_ok(x)
+    }
+
+    /// The multipliers of an inverted dropout of `n` elements with probability `self.dropout`
+    /// (0 or `1 / (1 - p)`, row-major), or `None` when no dropout applies.
+    pub fn dropout_keep(&mut self, n: usize) -> Option<Vec<f32>> {
         let p = self.dropout;
         match self.train.as_deref_mut() {
             Some(rng) if p > 0.0 => {
                 let keep = 1.0 / (1.0 - p) as f32;
-                let m: Vec<f32> = (0..x.elem_count())
-                    .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
-                    .collect();
-                x.mul(&Tensor::from_vec(m, x.shape(), x.device())?)
+                Some(
+                    (0..n)
+                        .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+                        .collect(),
+                )
             }
-            _ => Ok(x.clone()),
+            _ => None,
+        }
+    }
+
+    /// Element-wise inverted dropout with probability `self.dropout` (identity in inference).
+    pub fn dropout(&mut self, x: &Tensor) -> Result<Tensor> {
+        let fused = self.grad_kernels(x);
+        match self.dropout_keep(x.elem_count()) {
+            Some(m) if fused => kernels::grad::mask_mul(x, m, 1),
+            Some(m) => x.mul(&Tensor::from_vec(m, x.shape(), x.device())?),
+            None => Ok(x.clone()),
         }
     }
 
@@ -58,6 +79,7 @@ impl Ctx<'_> {
     /// scaling kept branches by `1 / (1 - p)`.
     pub fn drop_path(&mut self, x: &Tensor) -> Result<Tensor> {
         let p = self.stochastic_depth;
+        let fused = self.grad_kernels(x);
         match self.train.as_deref_mut() {
             Some(rng) if p > 0.0 => {
                 let b = x.dim(0)?;
@@ -65,6 +87,9 @@ impl Ctx<'_> {
                 let m: Vec<f32> = (0..b)
                     .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
                     .collect();
+                if fused {
+                    return kernels::grad::mask_mul(x, m, x.elem_count() / b.max(1));
+                }
                 let mut shape = vec![1usize; x.rank()];
                 shape[0] = b;
                 x.broadcast_mul(&Tensor::from_vec(m, shape, x.device())?)
@@ -93,7 +118,12 @@ impl Linear {
         let mut dims = x.dims().to_vec();
         let d_in = dims.last().copied().unwrap_or(0);
         let n = x.elem_count() / d_in.max(1);
-        let y = ops::linear(&x.reshape((n, d_in))?, &self.w, &self.b, gelu, ctx.fast())?;
+        let x2 = x.reshape((n, d_in))?;
+        let y = if ctx.grad_kernels(x) {
+            kernels::grad::linear(&x2, &self.w, &self.b, gelu)?
+        } else {
+            ops::linear(&x2, &self.w, &self.b, gelu, ctx.fast())?
+        };
         if let Some(last) = dims.last_mut() {
             *last = self.w.dim(0)?;
         }
@@ -112,6 +142,9 @@ impl Linear {
     /// # Shapes
     /// `x: [..., in]`, `residual: [..., out]` -> `[..., out]`.
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        if ctx.grad_kernels(x) {
+            return residual + self.forward(x, ctx)?;
+        }
         let d_in = x.dim(candle::D::Minus1)?;
         let n = x.elem_count() / d_in.max(1);
         let d_out = self.w.dim(0)?;
@@ -147,6 +180,9 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        if ctx.grad_kernels(x) {
+            return kernels::grad::layer_norm(x, &self.w, &self.b, LN_EPS);
+        }
         ops::layer_norm(x, Some((&self.w, &self.b)), LN_EPS, ctx.fast())
     }
 }
@@ -209,6 +245,12 @@ impl SelfAttention {
         let h = self.heads;
         if ctx.fast() && ops::fast_ok(x) {
             return self.out.forward(&self.fused_heads(x, bias, ctx)?, ctx);
+        }
+        if ctx.grad_kernels(x) {
+            let qkv = self.qkv.forward(x, ctx)?;
+            let keep = ctx.dropout_keep(b * h * n * n);
+            let a = kernels::grad::self_attention(&qkv, h, bias, keep)?;
+            return self.out.forward(&a, ctx);
         }
         let qkv = self
             .qkv
@@ -282,13 +324,27 @@ impl CrossAttention {
         bias: Option<&Tensor>,
         ctx: &mut Ctx,
     ) -> Result<Tensor> {
-        let (b, _n, d) = x.dims3()?;
+        let (b, n, d) = x.dims3()?;
         let l = cond.dim(1)?;
         let h = self.heads;
         if ctx.fast() && ops::fast_ok(x) {
             return self
                 .out
                 .forward(&self.fused_heads(x, cond, bias, ctx)?, ctx);
+        }
+        if ctx.grad_kernels(x) {
+            let q = self.q.forward(x, ctx)?;
+            let kv = self.kv.forward(cond, ctx)?;
+            let keep = ctx.dropout_keep(b * h * n * l);
+            let a = kernels::grad::attention(
+                &q,
+                &kv.narrow(2, 0, d)?,
+                &kv.narrow(2, d, d)?,
+                h,
+                bias,
+                keep,
+            )?;
+            return self.out.forward(&a, ctx);
         }
         let q = split_heads(&self.q.forward(x, ctx)?, h)?;
         let kv = self
@@ -421,6 +477,15 @@ impl AdaLnBlock {
     ) -> Result<Tensor> {
         let m = self.modulation.forward(silu_c, ctx)?;
         let chunk = |i: usize| m.narrow(1, i * self.d, self.d);
+        if ctx.grad_kernels(h) {
+            use kernels::grad::{gated_residual, ln_modulate};
+            let a = ln_modulate(h, &chunk(1)?, &chunk(0)?, LN_EPS)?;
+            let a = self.sa.forward(&a, bias, ctx)?;
+            let h = gated_residual(h, &ctx.drop_path(&a)?, &chunk(2)?)?;
+            let b = ln_modulate(&h, &chunk(4)?, &chunk(3)?, LN_EPS)?;
+            let b = self.ffn.forward(&b, ctx)?;
+            return gated_residual(&h, &ctx.drop_path(&b)?, &chunk(5)?);
+        }
         let fast = ctx.fast();
         let a = ops::ln_modulate(h, &chunk(1)?, &chunk(0)?, LN_EPS, fast)?;
         let a = self.sa.forward(&a, bias, ctx)?;

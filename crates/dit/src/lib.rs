@@ -12,12 +12,12 @@
 //!   [`diffusion::Denoiser`]. [`Dit::training`] is its training-mode view.
 //!
 //! # Place in the workspace
-//! Depends on `diffusion` (the `Denoiser` trait it implements): `diffusion` <- `dit`. It must never
+//! Depends on `diffusion` (the `Denoiser` trait it implements) and `kernels` (the fused CPU
+//! kernels, re-exported as [`ops`] and [`simd`]): `diffusion` <- `dit`, `kernels` <- `dit`. It must never
 //! depend on `smpl`, `motion-repr`, `motion-data`, `tmr`, `metrics` or `motion-viz`: the denoiser
 //! neither owns a text encoder nor a body model.
 #![warn(missing_docs)]
 
-mod attention;
 mod checkpoint;
 mod config;
 mod layers;

@@ -158,11 +158,13 @@ impl Dit {
         TrainingDit {
             dit: self,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            kernels: true,
         }
     }
 
     /// One forward pass in training mode, drawing dropout, stochastic-depth and label-dropout
-    /// decisions from `rng`. Uses only differentiable ops.
+    /// decisions from `rng`. Uses only differentiable ops: the fused kernels of
+    /// [`kernels::grad`] for CPU `f32` tensors, plain candle ops otherwise.
     ///
     /// # Shapes
     /// As [`Denoiser::forward`]: `x_t: [B, F, num_feats]`, `gamma: [B]`, `frame_mask: [B, F]`
@@ -175,10 +177,23 @@ impl Dit {
         frame_mask: &Tensor,
         rng: &mut StdRng,
     ) -> Result<Tensor> {
+        self.forward_train_with(x_t, gamma, cond, frame_mask, rng, true)
+    }
+
+    fn forward_train_with(
+        &self,
+        x_t: &Tensor,
+        gamma: &Tensor,
+        cond: &Conditioning,
+        frame_mask: &Tensor,
+        rng: &mut StdRng,
+        kernels: bool,
+    ) -> Result<Tensor> {
         let mut ctx = Ctx {
             train: Some(rng),
             dropout: self.cfg.dropout,
             stochastic_depth: self.cfg.stochastic_depth,
+            kernels,
         };
         self.run(x_t, gamma, cond, frame_mask, &mut ctx)
     }
@@ -324,13 +339,22 @@ impl Dit {
                 }
                 let m = final_adaln.forward(&silu_c, ctx)?;
                 let d = cfg.latent_dim;
-                ops::ln_modulate(
-                    &z,
-                    &m.narrow(1, d, d)?,
-                    &m.narrow(1, 0, d)?,
-                    crate::layers::LN_EPS,
-                    ctx.fast(),
-                )?
+                if ctx.grad_kernels(&z) {
+                    kernels::grad::ln_modulate(
+                        &z,
+                        &m.narrow(1, d, d)?,
+                        &m.narrow(1, 0, d)?,
+                        crate::layers::LN_EPS,
+                    )?
+                } else {
+                    ops::ln_modulate(
+                        &z,
+                        &m.narrow(1, d, d)?,
+                        &m.narrow(1, 0, d)?,
+                        crate::layers::LN_EPS,
+                        ctx.fast(),
+                    )?
+                }
             }
             Body::CrossAttention {
                 cond_projection,
@@ -396,6 +420,17 @@ impl Denoiser for Dit {
 pub struct TrainingDit<'a> {
     dit: &'a Dit,
     rng: Mutex<StdRng>,
+    kernels: bool,
+}
+
+impl TrainingDit<'_> {
+    /// With `false`, the forward runs on plain differentiable candle ops instead of the fused
+    /// kernels of [`kernels::grad`] (same numbers up to float rounding and the same random
+    /// draws; slower). For comparisons; the default is `true`.
+    pub fn with_fused_kernels(mut self, on: bool) -> Self {
+        self.kernels = on;
+        self
+    }
 }
 
 impl Denoiser for TrainingDit<'_> {
@@ -412,6 +447,6 @@ impl Denoiser for TrainingDit<'_> {
             .lock()
             .map_err(|_| candle::Error::Msg("training RNG lock poisoned".into()))?;
         self.dit
-            .forward_train(x_t, gamma, cond, frame_mask, &mut rng)
+            .forward_train_with(x_t, gamma, cond, frame_mask, &mut rng, self.kernels)
     }
 }

@@ -10,16 +10,16 @@
 //! the binary with Rust's "memory allocation failed" message.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle::{Device, Tensor};
 use dit::{Dit, DitConfig, Variant};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use test_fixtures::mutate::{
-    Campaign, CappedAlloc, Draw, Field, SPECIAL_VALUES, measure, mutate_bytes, mutate_pickle,
-    pickle_ops, set_field, stored_zip, tracking, truncation_lengths, zip_fields,
+    Campaign, CappedAlloc, Draw, Field, SPECIAL_VALUES, Scratch, measure, mutate_bytes,
+    mutate_pickle, mutate_safetensors, pickle_ops, set_field, stored_zip, tracking,
+    truncation_lengths, zip_fields, zip_members,
 };
 use test_fixtures::{Fixture, fixture_path};
 
@@ -27,22 +27,8 @@ use test_fixtures::{Fixture, fixture_path};
 static ALLOC: CappedAlloc = CappedAlloc { cap: 1 << 30 };
 
 /// A fresh folder under the target's temporary directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> std::io::Result<Scratch> {
-        let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("dit-malformed-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p)?;
-        Ok(Scratch(p))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn scratch(tag: &str) -> std::io::Result<Scratch> {
+    Scratch::new(env!("CARGO_TARGET_TMPDIR"), &format!("dit-malformed-{tag}"))
 }
 
 /// A tiny in-context network: small enough that a full load takes well under a millisecond.
@@ -271,18 +257,6 @@ fn tiny_weights() -> anyhow::Result<Weights> {
     Ok(out)
 }
 
-fn zip_members(bytes: &[u8]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))?;
-    let mut out = Vec::new();
-    for i in 0..zip.len() {
-        let mut f = zip.by_index(i)?;
-        let mut data = Vec::new();
-        f.read_to_end(&mut data)?;
-        out.push((f.name().to_string(), data));
-    }
-    Ok(out)
-}
-
 fn load(path: &Path, bytes: &[u8], cfg: &DitConfig) -> anyhow::Result<Dit> {
     std::fs::write(path, bytes)?;
     Ok(Dit::from_checkpoint(path, cfg, &Device::Cpu)?)
@@ -328,8 +302,8 @@ fn allocations_are_counted() {
 
 #[test]
 fn small_checkpoints_survive_mutations() -> anyhow::Result<()> {
-    let scratch = Scratch::new("small")?;
-    let path = scratch.0.join("m-small.ckpt");
+    let scratch = scratch("small")?;
+    let path = scratch.path().join("m-small.ckpt");
     let cfg = tiny_config();
     let parts = lightning_members(&tiny_weights()?);
     let valid = stored_zip(&parts);
@@ -388,8 +362,8 @@ fn small_checkpoints_survive_mutations() -> anyhow::Result<()> {
 
 #[test]
 fn reference_checkpoint_survives_mutations() -> anyhow::Result<()> {
-    let scratch = Scratch::new("reference")?;
-    let path = scratch.0.join("m-ref.ckpt");
+    let scratch = scratch("reference")?;
+    let path = scratch.path().join("m-ref.ckpt");
     let fx = Fixture::load("dit_incontext")?;
     let cfg: DitConfig = serde_json::from_value(fx.json_at("/config")?.clone())?;
     let original = std::fs::read(fixture_path("incontext_small.ckpt")?)?;
@@ -430,8 +404,8 @@ fn reference_checkpoint_survives_mutations() -> anyhow::Result<()> {
 
 #[test]
 fn safetensors_weights_survive_mutations() -> anyhow::Result<()> {
-    let scratch = Scratch::new("st")?;
-    let path = scratch.0.join("m-w.safetensors");
+    let scratch = scratch("st")?;
+    let path = scratch.path().join("m-w.safetensors");
     let cfg = tiny_config();
     let mut map = HashMap::new();
     for (name, dims, values) in tiny_weights()? {
@@ -443,8 +417,9 @@ fn safetensors_weights_survive_mutations() -> anyhow::Result<()> {
     candle::safetensors::save(&map, &path)?;
     let valid = std::fs::read(&path)?;
     load(&path, &valid, &cfg)?;
-    let mut campaign = Campaign::new("safetensors weights (Dit::from_checkpoint)")
-        .errors_must_name("m-w.safetensors");
+    let mut campaign =
+        Campaign::new("safetensors weights (Dit::from_checkpoint, from_safetensors_bytes)")
+            .errors_must_name("m-w.safetensors");
     let mut rng = StdRng::seed_from_u64(0x5afe_7e45);
     let mut draw = || rng.next_u64();
     let header = [Field { pos: 0, width: 8 }];
@@ -458,6 +433,24 @@ fn safetensors_weights_survive_mutations() -> anyhow::Result<()> {
     for i in 0..600 {
         let (what, b) = mutate_bytes(&valid, &header, &mut draw);
         campaign.case(&format!("#{i}: {what}"), b.len(), || load(&path, &b, &cfg));
+    }
+    // The JSON header: shapes, offsets and dtypes set to extreme values, duplicated and
+    // deleted entries, wrong JSON types, invalid UTF-8, the length field off by a few bytes;
+    // every other case in memory (`Dit::from_safetensors_bytes`, the browser's path).
+    for i in 0..600 {
+        let (what, b) = mutate_safetensors(&valid, &mut draw);
+        campaign.case(&format!("header #{i}: {what}"), b.len(), || {
+            if i % 2 == 0 {
+                load(&path, &b, &cfg)
+            } else {
+                Ok(Dit::from_safetensors_bytes(
+                    &b,
+                    "m-w.safetensors",
+                    &cfg,
+                    &Device::Cpu,
+                )?)
+            }
+        });
     }
     campaign.finish().map_err(anyhow::Error::msg)?;
     Ok(())
@@ -484,8 +477,8 @@ fn one_tensor_ckpt(size: &[u64], stride: &[u64], numel: u64) -> Vec<u8> {
 
 #[test]
 fn huge_pickled_tensor_shapes_are_errors_before_allocation() -> anyhow::Result<()> {
-    let scratch = Scratch::new("huge")?;
-    let path = scratch.0.join("huge.ckpt");
+    let scratch = scratch("huge")?;
+    let path = scratch.path().join("huge.ckpt");
     let cfg = tiny_config();
     let m = (1u64 << 31) - 1;
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
@@ -538,8 +531,8 @@ fn huge_pickled_tensor_shapes_are_errors_before_allocation() -> anyhow::Result<(
 
 #[test]
 fn many_views_of_one_storage_are_bounded() -> anyhow::Result<()> {
-    let scratch = Scratch::new("views")?;
-    let path = scratch.0.join("views.ckpt");
+    let scratch = scratch("views")?;
+    let path = scratch.path().join("views.ckpt");
     // One 1 MiB storage, viewed by 4000 keys at distinct offsets: read naively, 4 GB.
     let numel = 1u64 << 18;
     let len = numel - 4000;
@@ -572,8 +565,8 @@ fn many_views_of_one_storage_are_bounded() -> anyhow::Result<()> {
 
 #[test]
 fn deeply_nested_or_self_copying_pickles_are_errors() -> anyhow::Result<()> {
-    let scratch = Scratch::new("nested")?;
-    let path = scratch.0.join("nested.ckpt");
+    let scratch = scratch("nested")?;
+    let path = scratch.path().join("nested.ckpt");
     let cfg = tiny_config();
     // 100 000 nested one-tuples: dropping such a tree recursively would overflow the stack.
     let mut deep = b"\x80\x02]".to_vec();

@@ -2,7 +2,6 @@
 //! interval) that serialise to JSON with serde or to CSV with [`to_csv`]; files are written
 //! atomically (temporary file in the same folder, then rename).
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -134,33 +133,13 @@ pub fn to_csv(rows: &[MetricRow]) -> String {
     out
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file next to it, flushed, then renamed.
+/// Writes `bytes` to `path` atomically ([`tensor_io::atomic::write`]: a synced temporary file
+/// next to it, renamed over it).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| MetricsError::Io {
+    tensor_io::atomic::write(path, bytes).map_err(|source| MetricsError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let name = path.file_name().ok_or_else(|| {
-        io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "path has no file name",
-        ))
-    })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        // Best effort: do not leave the temporary file behind.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    })
 }
 
 /// Writes `rows` as CSV ([`to_csv`]) to `path`, atomically.

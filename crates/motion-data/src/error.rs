@@ -15,7 +15,8 @@ pub enum DataError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A `.npy` file is malformed or holds an unsupported dtype / layout.
+    /// A `.npy` file is malformed (its header, or the pickle of an object array) or holds an
+    /// unsupported dtype / layout.
     #[error("bad .npy file {path}: {reason}")]
     Npy {
         /// The file at fault.
@@ -23,12 +24,15 @@ pub enum DataError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The pickle inside a numpy object array could not be interpreted.
-    #[error("bad pickle in {path}: {reason}")]
-    Pickle {
-        /// The file at fault.
+    /// A split file lists an id that cannot name a sample (a path, `.` or `..`, a NUL byte):
+    /// sample files are always read inside the dataset folder.
+    #[error("bad split file {path}, line {line}: {reason}")]
+    Split {
+        /// The split file.
         path: PathBuf,
-        /// What is wrong with it.
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with the id.
         reason: String,
     },
     /// A dataset folder holds faults (missing files, wrong widths, empty captions, ...).

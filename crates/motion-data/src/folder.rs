@@ -72,15 +72,32 @@ pub fn sample_paths(root: &Path, id: &str) -> SamplePaths {
 }
 
 /// Reads a split file into ids (blank lines skipped, whitespace trimmed).
+///
+/// An id must name a sample inside the folder: one containing `/`, `\`, a NUL byte, or equal
+/// to `.` or `..`, is a [`DataError::Split`] naming the file and line (so that a crafted split
+/// file cannot make the reader open files outside the dataset).
 pub fn read_split(root: &Path, split: Split) -> Result<Vec<String>> {
     let path = root.join(split.file_name());
     let text = std::fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect())
+    let mut ids = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let id = line.trim();
+        if id.is_empty() {
+            continue;
+        }
+        if id.contains(['/', '\\', '\0']) || id == "." || id == ".." {
+            return Err(DataError::Split {
+                path,
+                line: i + 1,
+                reason: format!(
+                    "id {:?} is a path, not a sample name",
+                    id.chars().take(80).collect::<String>()
+                ),
+            });
+        }
+        ids.push(id.to_string());
+    }
+    Ok(ids)
 }
 
 /// Parses a caption file: one caption per non-blank line, trimmed.
@@ -538,7 +555,7 @@ pub fn write_sample(root: &Path, sample: &MotionSample) -> Result<()> {
         )?;
         crate::npy::write_atomic(
             &p.clip_tokens,
-            &crate::pickle::object_array_npy_bytes(&t.tokens, TEXT_DIM),
+            &crate::npy::object_array_npy_bytes(&t.tokens, TEXT_DIM),
         )?;
     }
     Ok(())

@@ -7,7 +7,7 @@
 //! Natural 3D Human Motions From Text", CVPR 2022) captions and CLIP text features.
 //!
 //! - [`FolderDataset`]: reads the reference folder layout, reporting every fault at once
-//!   ([`FaultReport`]); the CLIP `seq` object arrays are read by a small pure-Rust pickle reader.
+//!   ([`FaultReport`]); the CLIP `seq` object arrays are read by `tensor-io`'s hardened `.npy` reader.
 //! - [`PackedDataset`]: memory-mapped `.safetensors` shards plus a JSON side file, built by
 //!   [`pack_folder`] (`cargo run --release -p motion-data --example pack -- <folder> <out>`).
 //! - [`Batcher`]: crop / pad to a fixed number of frames, frame mask (1 = valid), normalisation,
@@ -16,7 +16,7 @@
 //!   written in the reference folder layout by [`synth::synthesize_folder`].
 //!
 //! # Place in the workspace
-//! `smpl` <- `motion-repr` <- `motion-data`. It must never depend on `diffusion`, `dit`, `tmr`,
+//! `tensor-io`, `smpl` <- `motion-repr` <- `motion-data`. It must never depend on `diffusion`, `dit`, `tmr`,
 //! `metrics` or `motion-viz`.
 #![warn(missing_docs)]
 
@@ -26,7 +26,6 @@ pub mod faults;
 pub mod folder;
 pub mod npy;
 pub mod packed;
-pub mod pickle;
 pub mod source;
 pub mod synth;
 

@@ -15,7 +15,7 @@
 //! maps the shard (no copy); a batch reads only the rows it needs.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 // candle's mapped reader is used (rather than the `safetensors` crate directly) because candle
@@ -92,18 +92,15 @@ fn write_safetensors(path: &Path, entries: &[Entry<'_>]) -> Result<()> {
     while text.len() % 8 != 0 {
         text.push(' ');
     }
-    let tmp = path.with_extension(format!("safetensors.tmp{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+    tensor_io::atomic::write_with(path, |w| -> std::io::Result<()> {
         w.write_all(&(text.len() as u64).to_le_bytes())?;
         w.write_all(text.as_bytes())?;
         for e in entries {
-            (e.write)(&mut w)?;
+            (e.write)(w)?;
         }
-        w.flush()
-    })();
-    result.map_err(|e| DataError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
+        Ok(())
+    })
+    .map_err(|e| DataError::io(path, e.into_error(|e| e)))
 }
 
 fn f32_writer<'a>(chunks: Vec<&'a [f32]>) -> WriteFn<'a> {

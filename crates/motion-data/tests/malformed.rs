@@ -10,8 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
+use motion_data::folder::read_split;
+use motion_data::npy::object_array_npy_bytes;
 use motion_data::npy::{NpyContent, parse_header, parse_npy};
-use motion_data::pickle::object_array_npy_bytes;
 use motion_data::{
     BatchConfig, Batcher, FEATURE_DIM, MotionSample, Split, TEXT_DIM, TextFeatures, read_folder,
     write_sample, write_split,
@@ -19,8 +20,9 @@ use motion_data::{
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use test_fixtures::mutate::{
-    Campaign, CappedAlloc, Draw, SPECIAL_VALUES, measure, mutate_bytes, mutate_npy_header,
-    mutate_pickle, npy_header_span, pickle_ops, set_field, tracking, truncation_lengths,
+    Campaign, CappedAlloc, Draw, SPECIAL_VALUES, Scratch, measure, mutate_bytes, mutate_npy_header,
+    mutate_pickle, mutate_text, npy_header_span, pickle_ops, set_field, tracking,
+    truncation_lengths,
 };
 
 #[global_allocator]
@@ -31,24 +33,11 @@ fn data_dir() -> PathBuf {
 }
 
 /// A fresh folder under the target's temporary directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> std::io::Result<Scratch> {
-        let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "motion-data-malformed-{tag}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p)?;
-        Ok(Scratch(p))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn scratch(tag: &str) -> std::io::Result<Scratch> {
+    Scratch::new(
+        env!("CARGO_TARGET_TMPDIR"),
+        &format!("motion-data-malformed-{tag}"),
+    )
 }
 
 /// The valid object-array files: numpy's own (protocols 2 and 3, float64, Fortran order) and
@@ -193,8 +182,8 @@ fn sample(s: usize) -> MotionSample {
 
 #[test]
 fn read_folder_survives_malformed_files() -> anyhow::Result<()> {
-    let scratch = Scratch::new("folder")?;
-    let root = scratch.0.as_path();
+    let scratch = scratch("folder")?;
+    let root = scratch.path();
     let samples = [sample(0), sample(1)];
     for s in &samples {
         write_sample(root, s)?;
@@ -250,6 +239,76 @@ fn read_folder_survives_malformed_files() -> anyhow::Result<()> {
         }
         std::fs::write(&files[k], base)?;
     }
+    campaign.finish().map_err(anyhow::Error::msg)?;
+    Ok(())
+}
+
+#[test]
+fn split_and_caption_files_survive_mutations() -> anyhow::Result<()> {
+    let scratch = scratch("text")?;
+    let root = scratch.path();
+    let samples = [sample(0), sample(1)];
+    for s in &samples {
+        write_sample(root, s)?;
+    }
+    let ids: Vec<String> = samples.iter().map(|s| s.id.clone()).collect();
+    write_split(root, Split::Train, &ids)?;
+    read_folder(root, Split::Train)?;
+    let split_path = root.join(Split::Train.file_name());
+    let caption_path = root.join("caption_raw/s001.txt");
+    let split = std::fs::read(&split_path)?;
+    let captions = std::fs::read(&caption_path)?;
+    let folder_size = 4 * (split.len() + captions.len()) + (64 << 10);
+    let mut rng = StdRng::seed_from_u64(0x5e1f_7e47);
+    let mut draw = || rng.next_u64();
+
+    // The split file alone (`read_split`: errors name it), then through `read_folder` (a
+    // garbled split names whatever ids it now lists).
+    let split_name = Split::Train.file_name();
+    let mut campaign = Campaign::new("split file (read_split)").errors_must_name(&split_name);
+    let mut folder_campaign = Campaign::new("split file (read_folder)");
+    for i in 0..800 {
+        let (what, bytes) = mutate_text(&split, &mut draw);
+        std::fs::write(&split_path, &bytes)?;
+        let what = format!("#{i}: {what}");
+        let mut bad_ids = None;
+        campaign.case(&what, bytes.len(), || {
+            let ids = read_split(root, Split::Train)?;
+            // Ids are trimmed, non-empty lines.
+            if ids.iter().any(|id| id.is_empty() || id.trim() != id) {
+                bad_ids = Some(ids);
+            }
+            Ok::<_, motion_data::DataError>(())
+        });
+        if let Some(ids) = bad_ids {
+            campaign.fail(format!("{what}: untrimmed or empty id in {ids:?}"));
+        }
+        if i % 2 == 0 {
+            folder_campaign.case(&what, folder_size + bytes.len(), || {
+                read_folder(root, Split::Train)
+            });
+        }
+    }
+    std::fs::write(&split_path, &split)?;
+    campaign.finish().map_err(anyhow::Error::msg)?;
+    folder_campaign.finish().map_err(anyhow::Error::msg)?;
+
+    // A caption file through `read_folder`: every fault names the file or the sample.
+    let mut campaign = Campaign::new("caption file (read_folder)");
+    for i in 0..700 {
+        let (what, bytes) = mutate_text(&captions, &mut draw);
+        std::fs::write(&caption_path, &bytes)?;
+        let what = format!("s001.txt #{i}: {what}");
+        let msg = campaign.case(&what, folder_size + bytes.len(), || {
+            read_folder(root, Split::Train)
+        });
+        if let Some(msg) = msg
+            && !(msg.contains("s001.txt") || msg.contains("s001:"))
+        {
+            campaign.fail(format!("{what}: error does not name the file: {msg}"));
+        }
+    }
+    std::fs::write(&caption_path, &captions)?;
     campaign.finish().map_err(anyhow::Error::msg)?;
     Ok(())
 }
@@ -441,8 +500,8 @@ fn token_vector_not_a_multiple_of_512_is_an_error() -> anyhow::Result<()> {
 
 #[test]
 fn huge_length_in_a_dataset_folder_is_a_fault_naming_the_file() -> anyhow::Result<()> {
-    let scratch = Scratch::new("huge")?;
-    let root = scratch.0.as_path();
+    let scratch = scratch("huge")?;
+    let root = scratch.path();
     write_sample(root, &sample(0))?;
     write_split(root, Split::Train, &["s000".to_string()])?;
     let mut body = vec![0x80, 4, 0x8e];

@@ -7,16 +7,16 @@
 use std::path::Path;
 
 use candle::{DType, Tensor};
-use npyz::WriterBuilder;
 
 use crate::atomic::write_atomic;
-use crate::error::{ExportError, Result, shape_err};
+use crate::error::{Result, shape_err};
 
 /// The `.npy` bytes of `data` with `shape` (C order; an empty `shape` is a 0-d array of one
 /// element).
 ///
 /// # Errors
-/// [`ExportError::Shape`] when `data.len()` is not the product of `shape`.
+/// [`ExportError::Shape`](crate::ExportError::Shape) when `data.len()` is not the product of
+/// `shape`.
 pub fn npy_f32_bytes(data: &[f32], shape: &[usize]) -> Result<Vec<u8>> {
     let n = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     if n != Some(data.len()) {
@@ -29,23 +29,7 @@ pub fn npy_f32_bytes(data: &[f32], shape: &[usize]) -> Result<Vec<u8>> {
             &[data.len()],
         ));
     }
-    let shape64: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-    let mut bytes = Vec::with_capacity(128 + 4 * data.len());
-    // Writing into a Vec cannot fail on I/O; what npyz may still refuse is reported as a value
-    // error.
-    let io_err = |e: std::io::Error| ExportError::InvalidValue {
-        what: "npy data".to_string(),
-        reason: e.to_string(),
-    };
-    let mut w = npyz::WriteOptions::<f32>::new()
-        .default_dtype()
-        .shape(&shape64)
-        .writer(&mut bytes)
-        .begin_nd()
-        .map_err(io_err)?;
-    w.extend(data.iter().copied()).map_err(io_err)?;
-    w.finish().map_err(io_err)?;
-    Ok(bytes)
+    Ok(tensor_io::npy::f32_bytes(shape, data))
 }
 
 /// Writes `data` with `shape` (C order) to `path` as a `float32` `.npy` (format 1.0),
@@ -53,8 +37,8 @@ pub fn npy_f32_bytes(data: &[f32], shape: &[usize]) -> Result<Vec<u8>> {
 /// left).
 ///
 /// # Errors
-/// [`ExportError::Shape`] when `data.len()` is not the product of `shape`;
-/// [`ExportError::Io`] naming `path`.
+/// [`ExportError::Shape`](crate::ExportError::Shape) when `data.len()` is not the product of
+/// `shape`; [`ExportError::Io`](crate::ExportError::Io) naming `path`.
 pub fn write_npy_f32(path: impl AsRef<Path>, data: &[f32], shape: &[usize]) -> Result<()> {
     let bytes = npy_f32_bytes(data, shape)?;
     write_atomic(path.as_ref(), &bytes)
@@ -64,7 +48,8 @@ pub fn write_npy_f32(path: impl AsRef<Path>, data: &[f32], shape: &[usize]) -> R
 /// a `.npy`, atomically. The file's shape is `tensor.dims()`.
 ///
 /// # Errors
-/// As [`write_npy_f32`], plus [`ExportError::Candle`] when the conversion fails.
+/// As [`write_npy_f32`], plus [`ExportError::Candle`](crate::ExportError::Candle) when the
+/// conversion fails.
 pub fn write_tensor_npy(path: impl AsRef<Path>, tensor: &Tensor) -> Result<()> {
     let data = tensor
         .to_dtype(DType::F32)?

@@ -65,14 +65,14 @@ fn read_vector(path: &Path, device: &Device) -> Result<Tensor> {
     };
     match ext.as_deref() {
         Some("pt") | Some("pth") => crate::torch_pt::read_single_tensor(path, device),
-        Some("npy") => {
-            let bytes = std::fs::read(path).map_err(|e| read_err(e.to_string()))?;
-            let (data, shape) = parse_npy_floats(&bytes).map_err(read_err)?;
-            Ok(Tensor::from_vec(data, shape, device)?)
-        }
+        Some("npy") => match tensor_io::npy::read(path).map_err(|e| read_err(e.reason))? {
+            tensor_io::npy::NpyContent::Float(a) => Ok(Tensor::from_vec(a.data, a.shape, device)?),
+            tensor_io::npy::NpyContent::Objects(_) => {
+                Err(read_err("an object array, expected a float vector".into()))
+            }
+        },
         Some("safetensors") => {
-            let all =
-                candle::safetensors::load(path, device).map_err(|e| read_err(e.to_string()))?;
+            let all = tensor_io::safetensors::load(path, device).map_err(|e| read_err(e.reason))?;
             if all.len() != 1 {
                 let mut keys: Vec<_> = all.keys().cloned().collect();
                 keys.sort();
@@ -89,104 +89,6 @@ fn read_vector(path: &Path, device: &Device) -> Result<Tensor> {
             "unsupported extension (expected .pt, .npy or .safetensors)".into(),
         )),
     }
-}
-
-/// Decodes a `.npy` float array (`<f4`, `>f4`, `<f8`, `>f8`, C order or 1-D) into `f32`
-/// values and its shape. The shape's element count is computed with checked arithmetic and
-/// compared with the bytes present before anything is allocated; errors name the field.
-fn parse_npy_floats(bytes: &[u8]) -> std::result::Result<(Vec<f32>, Vec<usize>), String> {
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err("not a .npy file (no \\x93NUMPY magic)".into());
-    }
-    let (len, start) = match bytes[6] {
-        1 => (
-            usize::from(u16::from_le_bytes([bytes[8], bytes[9]])),
-            10usize,
-        ),
-        2 | 3 => match bytes.get(8..12) {
-            Some(b) => (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12),
-            None => return Err("truncated .npy header length".into()),
-        },
-        v => return Err(format!(".npy format version {v} is not supported")),
-    };
-    let header = bytes
-        .get(start..start.saturating_add(len))
-        .ok_or_else(|| format!(".npy header length {len} exceeds the file"))?;
-    let header = std::str::from_utf8(header).map_err(|_| ".npy header is not text".to_string())?;
-    let value = |key: &str| {
-        let pat = format!("'{key}':");
-        header
-            .find(&pat)
-            .map(|at| header[at + pat.len()..].trim_start())
-            .ok_or_else(|| format!(".npy header has no '{key}'"))
-    };
-    let descr = value("descr")?
-        .strip_prefix('\'')
-        .and_then(|v| v.split('\'').next())
-        .ok_or_else(|| ".npy header field 'descr' is not a string".to_string())?;
-    let fortran = value("fortran_order")?.starts_with("True");
-    let shape_text = value("shape")?
-        .strip_prefix('(')
-        .and_then(|v| v.split(')').next())
-        .ok_or_else(|| ".npy header field 'shape' is not a tuple".to_string())?;
-    let shape = shape_text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<usize>()
-                .map_err(|_| format!(".npy header field 'shape' has a bad entry {s:?}"))
-        })
-        .collect::<std::result::Result<Vec<usize>, String>>()?;
-    if fortran && shape.iter().filter(|&&d| d > 1).count() > 1 {
-        return Err(
-            ".npy header field 'fortran_order': Fortran-order arrays are not supported".into(),
-        );
-    }
-    let (size, little) = match descr {
-        "<f4" | "=f4" => (4, true),
-        ">f4" => (4, false),
-        "<f8" | "=f8" => (8, true),
-        ">f8" => (8, false),
-        other => {
-            return Err(format!(
-                ".npy header field 'descr' {other:?}: expected float32 or float64"
-            ));
-        }
-    };
-    // The product of the non-zero dimensions must fit too: candle computes strides from it.
-    shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d.max(1)))
-        .ok_or_else(|| format!(".npy header field 'shape' {shape:?} overflows"))?;
-    let count = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| format!(".npy header field 'shape' {shape:?} overflows"))?;
-    let body = &bytes[start + len..];
-    let needed = count
-        .checked_mul(size)
-        .filter(|&n| n <= body.len())
-        .ok_or_else(|| {
-            format!(
-                ".npy header field 'shape' {shape:?} needs {count} x {size} bytes, the file holds {}",
-                body.len()
-            )
-        })?;
-    let data = body[..needed]
-        .chunks_exact(size)
-        .map(|c| match (size, little) {
-            (4, true) => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-            (4, false) => f32::from_be_bytes([c[0], c[1], c[2], c[3]]),
-            (_, true) => {
-                f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-            }
-            (_, false) => {
-                f64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-            }
-        })
-        .collect();
-    Ok((data, shape))
 }
 
 impl Normalizer {
@@ -255,9 +157,9 @@ impl Normalizer {
         device: &Device,
     ) -> Result<Self> {
         let path = path.as_ref();
-        let mut all = candle::safetensors::load(path, device).map_err(|e| ReprError::Read {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
+        let mut all = tensor_io::safetensors::load(path, device).map_err(|e| ReprError::Read {
+            path: e.path,
+            reason: e.reason,
         })?;
         let mut take = |k: &str| {
             all.remove(k).ok_or_else(|| ReprError::Read {

@@ -9,53 +9,26 @@
 //! more than 64 x its input + 64 MiB fails with its description; a single request above 1 GiB
 //! is refused, which aborts the binary with Rust's "memory allocation failed" message.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle::Device;
 use motion_repr::Normalizer;
 use test_fixtures::fixture_path;
 use test_fixtures::mutate::{
-    Campaign, CappedAlloc, Draw, SPECIAL_VALUES, SplitMix64, measure, mutate_bytes,
-    mutate_npy_header, mutate_pickle, set_field, stored_zip, tracking, truncation_lengths,
-    zip_fields,
+    Campaign, CappedAlloc, Draw, SPECIAL_VALUES, Scratch, SplitMix64, measure, mutate_bytes,
+    mutate_npy_header, mutate_pickle, mutate_safetensors, set_field, stored_zip, tracking,
+    truncation_lengths, zip_fields, zip_members,
 };
 
 #[global_allocator]
 static ALLOC: CappedAlloc = CappedAlloc { cap: 1 << 30 };
 
 /// A fresh folder under the target's temporary directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> std::io::Result<Scratch> {
-        let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "motion-repr-malformed-{tag}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p)?;
-        Ok(Scratch(p))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The members of a zip archive, in order.
-fn members(bytes: &[u8]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))?;
-    let mut out = Vec::new();
-    for i in 0..zip.len() {
-        let mut f = zip.by_index(i)?;
-        let mut data = Vec::new();
-        f.read_to_end(&mut data)?;
-        out.push((f.name().to_string(), data));
-    }
-    Ok(out)
+fn scratch(tag: &str) -> std::io::Result<Scratch> {
+    Scratch::new(
+        env!("CARGO_TARGET_TMPDIR"),
+        &format!("motion-repr-malformed-{tag}"),
+    )
 }
 
 /// Runs `from_stem` on `dir` after writing `bytes` as the mean file `<stem>-mean.<ext>`.
@@ -71,8 +44,8 @@ fn allocations_are_counted() {
 
 #[test]
 fn torch_statistics_survive_mutations() -> anyhow::Result<()> {
-    let scratch = Scratch::new("pt")?;
-    let dir = scratch.0.as_path();
+    let scratch = scratch("pt")?;
+    let dir = scratch.path();
     let stem = "mstat";
     let mean = std::fs::read(fixture_path("standardization_rifke-mean.pt")?)?;
     std::fs::copy(
@@ -80,7 +53,7 @@ fn torch_statistics_survive_mutations() -> anyhow::Result<()> {
         dir.join(format!("{stem}-std.pt")),
     )?;
     load(dir, stem, "pt", &mean)?;
-    let parts = members(&mean)?;
+    let parts = zip_members(&mean)?;
     let pkl_at = parts
         .iter()
         .position(|(n, _)| n.ends_with("data.pkl"))
@@ -158,8 +131,8 @@ fn torch_statistics_survive_mutations() -> anyhow::Result<()> {
 
 #[test]
 fn npy_and_safetensors_statistics_survive_mutations() -> anyhow::Result<()> {
-    let scratch = Scratch::new("npy")?;
-    let dir = scratch.0.as_path();
+    let scratch = scratch("npy")?;
+    let dir = scratch.path();
     let values: Vec<f32> = (0..205).map(|i| 1.0 + i as f32 * 0.01).collect();
     let mut g = SplitMix64(0x5a_fe7e);
     let mut draw = || g.next_u64();
@@ -224,6 +197,14 @@ fn npy_and_safetensors_statistics_survive_mutations() -> anyhow::Result<()> {
             load(dir, "sstat", "safetensors", &b)
         });
     }
+    // The JSON header: shapes, offsets and dtypes set to extreme values, duplicated and
+    // deleted entries, wrong JSON types, invalid UTF-8, the length field off by a few bytes.
+    for i in 0..600 {
+        let (what, b) = mutate_safetensors(&st, &mut draw);
+        campaign.case(&format!("header #{i}: {what}"), b.len(), || {
+            load(dir, "sstat", "safetensors", &b)
+        });
+    }
     campaign.finish().map_err(anyhow::Error::msg)?;
     Ok(())
 }
@@ -272,8 +253,8 @@ fn pt_file(pickle: Vec<u8>, storage: Vec<u8>) -> Vec<u8> {
 
 #[test]
 fn huge_pickled_tensor_shapes_are_errors_before_allocation() -> anyhow::Result<()> {
-    let scratch = Scratch::new("huge")?;
-    let dir = scratch.0.as_path();
+    let scratch = scratch("huge")?;
+    let dir = scratch.path();
     std::fs::copy(
         fixture_path("standardization_rifke-std.pt")?,
         dir.join("big-std.pt"),
@@ -336,8 +317,8 @@ fn huge_pickled_tensor_shapes_are_errors_before_allocation() -> anyhow::Result<(
 
 #[test]
 fn huge_npy_statistics_shape_is_an_error_before_allocation() -> anyhow::Result<()> {
-    let scratch = Scratch::new("npy-huge")?;
-    let dir = scratch.0.as_path();
+    let scratch = scratch("npy-huge")?;
+    let dir = scratch.path();
     let mut header =
         "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 8), }".to_string();
     header.push('\n');

@@ -10,21 +10,12 @@
 //! only the rectangle that changed, unchanged pixels transparent (disposal "keep").
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::BufWriter;
+use std::path::Path;
 
 use rayon::prelude::*;
 
 use crate::error::{Result, VizError, invalid};
-
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".tmp{}", std::process::id()));
-    path.with_file_name(name)
-}
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> VizError + '_ {
     move |source| VizError::Io {
@@ -33,24 +24,13 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> VizError + '_ {
     }
 }
 
-/// Runs `write` into a temporary file next to `path`, then renames it over `path`.
+/// Runs `write` into a temporary file next to `path`, then renames it over `path`
+/// ([`tensor_io::atomic::write_with`]).
 pub(crate) fn atomic_write(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
 ) -> Result<()> {
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut w = BufWriter::new(File::create(&tmp).map_err(io_err(&tmp))?);
-        write(&mut w)?;
-        w.flush().map_err(io_err(&tmp))?;
-        drop(w);
-        std::fs::rename(&tmp, path).map_err(io_err(path))
-    })();
-    if result.is_err() {
-        // Best effort: the temporary file may not exist; the original error is what matters.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    tensor_io::atomic::write_with(path, write).map_err(|e| e.into_error(io_err(path)))
 }
 
 /// Writes an RGB image as a PNG file.
@@ -240,7 +220,7 @@ impl Palette {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
+    fn scratch(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("motion-viz-test-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         dir.join(name)

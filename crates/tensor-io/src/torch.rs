@@ -3,22 +3,12 @@
 
 use std::collections::HashMap;
 use std::io::BufReader;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle::{DType, Device, Tensor};
 
+pub use crate::ReadError;
 use crate::pickle::{StoredTensor, Value, read_member, read_storage, stored_tensor, unpickle};
-
-/// Why a file could not be read: the file and what is wrong with it (the key or field at
-/// fault).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot read {}: {reason}", path.display())]
-pub struct ReadError {
-    /// The file.
-    pub path: PathBuf,
-    /// What is wrong.
-    pub reason: String,
-}
 
 /// What identifies a stored tensor: storage key, offset, shape, stride, storage class.
 type TensorId = (String, usize, Vec<usize>, Vec<usize>, String);

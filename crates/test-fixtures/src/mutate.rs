@@ -20,6 +20,14 @@
 //!   another process. Such a request is always a bug (the bound is lower), so the abort is
 //!   only the last line of defence; the recorded counters catch everything below it.
 //!
+//! Further generators mutate the other formats the workspace reads: [`mutate_safetensors`]
+//! (the JSON header of a `.safetensors` file), [`mutate_json`] (configuration files),
+//! [`mutate_text`] (split, caption and prompt files); [`zip_members`], [`stored_zip`],
+//! [`torch_state_dict`] and [`npy_file`] take valid files apart and build small ones, and
+//! [`Scratch`] is a temporary folder for readers that take paths. With `MUTATE_TRACE=1` in the
+//! environment each case is printed before it runs ([`trace`]), which names the case that
+//! aborted a binary.
+//!
 //! Counters are thread-local (`const`-initialised `Cell`s, which never allocate), so the
 //! harness's parallel tests do not disturb each other; work a reader hands to other threads
 //! is not counted (none of the readers tested here does).
@@ -28,6 +36,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::fmt::Display;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A deterministic 64-bit generator (SplitMix64), for crates without `rand`.
@@ -206,8 +215,16 @@ pub fn alloc_bound(input_len: usize) -> usize {
 // ---------------------------------------------------------------------------------------------
 // Running cases.
 
+/// Whether `MUTATE_TRACE` is set: [`Campaign::case`] then prints each case's description
+/// before running it, so that the case that aborts a binary (a refused allocation, a stack
+/// overflow) is the last line printed.
+pub fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("MUTATE_TRACE").is_some_and(|v| !v.is_empty()))
+}
+
 /// A series of cases for one reader: counts outcomes, records panics, unexpected error
-/// messages and allocations above [`alloc_bound`].
+/// messages, allocations above [`alloc_bound`] and cases slower than the time limit.
 #[derive(Debug)]
 pub struct Campaign {
     name: String,
@@ -217,6 +234,8 @@ pub struct Campaign {
     ok: usize,
     err: usize,
     worst: Usage,
+    slowest: std::time::Duration,
+    time_limit: std::time::Duration,
     failures: Vec<String>,
 }
 
@@ -233,8 +252,16 @@ impl Campaign {
                 largest: 0,
                 peak: 0,
             },
+            slowest: std::time::Duration::ZERO,
+            time_limit: std::time::Duration::from_secs(1),
             failures: Vec::new(),
         }
+    }
+
+    /// Sets the longest one case may take (1 s unless set).
+    pub fn time_limit(mut self, limit: std::time::Duration) -> Campaign {
+        self.time_limit = limit;
+        self
     }
 
     /// Requires every error message to contain `text` (e.g. the file name).
@@ -243,8 +270,9 @@ impl Campaign {
         self
     }
 
-    /// Runs one case: `f` must return `Ok` or `Err` without panicking and stay under
-    /// [`alloc_bound`] of `input_len`. `what` describes the mutation for the report. Returns
+    /// Runs one case: `f` must return `Ok` or `Err` without panicking, stay under
+    /// [`alloc_bound`] of `input_len` and finish within the time limit
+    /// ([`Campaign::time_limit`], 1 s by default). `what` describes the mutation for the report. Returns
     /// the error message when `f` returned an error (for further checks, see
     /// [`Campaign::fail`]).
     pub fn case<T, E: Display>(
@@ -255,8 +283,20 @@ impl Campaign {
     ) -> Option<String> {
         let mut message = None;
         self.tried += 1;
+        if trace() {
+            eprintln!("{} case {}: {what}", self.name, self.tried);
+        }
+        let start = std::time::Instant::now();
         let (outcome, usage) =
             measure(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        let took = start.elapsed();
+        self.slowest = self.slowest.max(took);
+        if took > self.time_limit {
+            self.failures.push(format!(
+                "{what}: took {took:?}, more than {:?}",
+                self.time_limit
+            ));
+        }
         self.worst.largest = self.worst.largest.max(usage.largest);
         self.worst.peak = self.worst.peak.max(usage.peak);
         match outcome {
@@ -308,13 +348,14 @@ impl Campaign {
     pub fn finish(self) -> Result<usize, String> {
         eprintln!(
             "mutation campaign {}: {} mutations tried ({} Ok, {} Err), largest allocation {} \
-             bytes, peak live {} bytes, {} failures",
+             bytes, peak live {} bytes, slowest case {:?}, {} failures",
             self.name,
             self.tried,
             self.ok,
             self.err,
             self.worst.largest,
             self.worst.peak,
+            self.slowest,
             self.failures.len()
         );
         if self.failures.is_empty() {
@@ -1024,6 +1065,621 @@ pub fn stored_zip(members: &[(String, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
+/// The members of a zip archive (names and uncompressed bytes), in order: the starting point
+/// of member-level mutations, which [`stored_zip`] packs again with valid checksums.
+pub fn zip_members(bytes: &[u8]) -> zip::result::ZipResult<Vec<(String, Vec<u8>)>> {
+    use std::io::Read;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))?;
+    let mut out = Vec::new();
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i)?;
+        let mut data = Vec::new();
+        f.read_to_end(&mut data)?;
+        out.push((f.name().to_string(), data));
+    }
+    Ok(out)
+}
+
+/// The members of a `torch.save` archive of a state dict (an `OrderedDict` of float32
+/// tensors, each in its own storage), laid out as PyTorch writes them: `<dir>/data.pkl`
+/// (pickle protocol 2, `_rebuild_tensor_v2` records with `BININT` sizes, strides and storage
+/// sizes), `<dir>/data/<n>`, `<dir>/byteorder`, `<dir>/version`. Pack them with
+/// [`stored_zip`]. The pickle comes first, so that mutations can address it as member 0.
+pub fn torch_state_dict(
+    dir: &str,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+) -> Vec<(String, Vec<u8>)> {
+    fn int(p: &mut Vec<u8>, v: usize) {
+        p.push(b'J');
+        p.extend_from_slice(&(v as u32).to_le_bytes());
+    }
+    fn text(p: &mut Vec<u8>, s: &str) {
+        p.push(b'X');
+        p.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        p.extend_from_slice(s.as_bytes());
+    }
+    let mut p = b"\x80\x02ccollections\nOrderedDict\n)R(".to_vec();
+    let mut storages = Vec::new();
+    for (k, (name, shape, values)) in tensors.iter().enumerate() {
+        text(&mut p, name);
+        p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+        text(&mut p, "storage");
+        p.extend_from_slice(b"ctorch\nFloatStorage\n");
+        text(&mut p, &k.to_string());
+        text(&mut p, "cpu");
+        int(&mut p, values.len());
+        p.extend_from_slice(b"tQ");
+        int(&mut p, 0);
+        p.push(b'(');
+        for &d in shape {
+            int(&mut p, d);
+        }
+        p.extend_from_slice(b"t(");
+        let mut stride = 1;
+        let mut strides = vec![0; shape.len()];
+        for (s, &d) in strides.iter_mut().zip(shape).rev() {
+            *s = stride;
+            stride *= d;
+        }
+        for s in strides {
+            int(&mut p, s);
+        }
+        p.extend_from_slice(b"t\x89ccollections\nOrderedDict\n)RtR");
+        storages.push(
+            values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        );
+    }
+    p.extend_from_slice(b"u.");
+    let mut out = vec![(format!("{dir}/data.pkl"), p)];
+    out.extend(
+        storages
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (format!("{dir}/data/{i}"), s)),
+    );
+    out.push((format!("{dir}/byteorder"), b"little".to_vec()));
+    out.push((format!("{dir}/version"), b"3\n".to_vec()));
+    out
+}
+
+/// A `.npy` file (format 1.0) of dtype `descr` (e.g. `<f4`, `<i8`) and `shape` holding the
+/// little-endian element bytes `data`, its header padded to 64 bytes as numpy pads it.
+pub fn npy_file(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let shape = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    header.push_str(&" ".repeat((64 - (10 + header.len() + 1) % 64) % 64));
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON (configuration files, `.safetensors` headers).
+
+/// One token of a JSON text, as located by [`json_tokens`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonTok {
+    /// `{` or `[`.
+    Open,
+    /// `}` or `]`.
+    Close,
+    /// A string used as an object key (followed by `:`).
+    Key,
+    /// A string value.
+    Str,
+    /// A number.
+    Num,
+    /// `true`, `false`, `null` (or any other bare word).
+    Word,
+}
+
+/// The tokens of a JSON text with their byte ranges (`,` and `:` are skipped). Tolerant: a
+/// malformed text gives whatever tokens could be located.
+pub fn json_tokens(b: &[u8]) -> Vec<(JsonTok, Range<usize>)> {
+    let mut out: Vec<(JsonTok, Range<usize>)> = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'{' | b'[' => {
+                out.push((JsonTok::Open, i..i + 1));
+                i += 1;
+            }
+            b'}' | b']' => {
+                out.push((JsonTok::Close, i..i + 1));
+                i += 1;
+            }
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i = (i + 1).min(b.len());
+                let mut j = i;
+                while j < b.len() && b[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                let kind = if b.get(j) == Some(&b':') {
+                    JsonTok::Key
+                } else {
+                    JsonTok::Str
+                };
+                out.push((kind, start..i));
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < b.len() && matches!(b[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                out.push((JsonTok::Num, start..i));
+            }
+            b'a'..=b'z' | b'A'..=b'Z' => {
+                let start = i;
+                while i < b.len() && b[i].is_ascii_alphanumeric() {
+                    i += 1;
+                }
+                out.push((JsonTok::Word, start..i));
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+/// The byte range of the value starting at token `t` (a whole object / array for `Open`).
+fn json_value_span(toks: &[(JsonTok, Range<usize>)], t: usize) -> Range<usize> {
+    let start = toks[t].1.start;
+    if toks[t].0 != JsonTok::Open {
+        return toks[t].1.clone();
+    }
+    let mut depth = 0usize;
+    for (kind, r) in &toks[t..] {
+        match kind {
+            JsonTok::Open => depth += 1,
+            JsonTok::Close => {
+                depth -= 1;
+                if depth == 0 {
+                    return start..r.end;
+                }
+            }
+            _ => {}
+        }
+    }
+    start..toks.last().map_or(start, |(_, r)| r.end)
+}
+
+/// The byte ranges of the object members `"key": value` of a JSON text (at any depth), each
+/// with the range of its value.
+pub fn json_members(b: &[u8]) -> Vec<(Range<usize>, Range<usize>)> {
+    let toks = json_tokens(b);
+    let mut out = Vec::new();
+    for (t, (kind, r)) in toks.iter().enumerate() {
+        if *kind == JsonTok::Key && t + 1 < toks.len() {
+            let v = json_value_span(&toks, t + 1);
+            out.push((r.start..v.end, v));
+        }
+    }
+    out
+}
+
+/// Numbers that replace a JSON number: signs, zero, the 32 / 64-bit limits and beyond,
+/// fractions where integers are expected, overflowing and underflowing exponents.
+pub const JSON_NUMBERS: &[&str] = &[
+    "0",
+    "-0",
+    "1",
+    "-1",
+    "2147483647",
+    "2147483648",
+    "4294967296",
+    "-2147483649",
+    "9223372036854775807",
+    "9223372036854775808",
+    "18446744073709551615",
+    "18446744073709551616",
+    "-9223372036854775809",
+    "99999999999999999999999999999999999999",
+    "1.5",
+    "0.5",
+    "1e3",
+    "1e309",
+    "-1e309",
+    "1e-400",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "00",
+    "1e",
+    "-",
+    "0x10",
+];
+
+/// Values of other JSON types that replace a value.
+const JSON_VALUES: &[&str] = &[
+    "null",
+    "true",
+    "false",
+    "[]",
+    "{}",
+    "\"\"",
+    "\"1\"",
+    "[1, 2]",
+    "[[1]]",
+    "{\"a\": 1}",
+    "\"\\u0000\"",
+    "\"\\ud800\"",
+    "\"../../../../etc/passwd\"",
+    "\"/\"",
+    "\"F32\"",
+    "\"clip\"",
+];
+
+/// One random structure-aware mutation of a JSON text: a number set to an extreme or
+/// malformed value, a value replaced by one of another type, a member deleted (a missing key),
+/// duplicated (a duplicated key) or renamed (an unknown key), a string set to invalid UTF-8
+/// or a NUL, deep nesting; or one of [`mutate_bytes`].
+pub fn mutate_json(b: &[u8], d: &mut impl Draw) -> (String, Vec<u8>) {
+    let toks = json_tokens(b);
+    let members = json_members(b);
+    let splice = |r: &Range<usize>, with: &[u8]| {
+        let mut out = b[..r.start].to_vec();
+        out.extend_from_slice(with);
+        out.extend_from_slice(&b[r.end..]);
+        out
+    };
+    let of = |k: JsonTok| -> Vec<Range<usize>> {
+        toks.iter()
+            .filter(|(kind, _)| *kind == k)
+            .map(|(_, r)| r.clone())
+            .collect()
+    };
+    match d.below(10) {
+        0 | 1 => {
+            let nums = of(JsonTok::Num);
+            if nums.is_empty() {
+                return mutate_bytes(b, &[], d);
+            }
+            let r = d.pick(&nums).clone();
+            let v = *d.pick(JSON_NUMBERS);
+            (
+                format!("number at {} set to {v}", r.start),
+                splice(&r, v.as_bytes()),
+            )
+        }
+        2 => {
+            if members.is_empty() {
+                return mutate_bytes(b, &[], d);
+            }
+            let (_, v) = d.pick(&members).clone();
+            let with = *d.pick(JSON_VALUES);
+            (
+                format!("value at {} set to {with}", v.start),
+                splice(&v, with.as_bytes()),
+            )
+        }
+        3 => {
+            if members.is_empty() {
+                return mutate_bytes(b, &[], d);
+            }
+            let (m, _) = d.pick(&members).clone();
+            // Remove the member and one adjacent comma.
+            let mut r = m.clone();
+            let after = b[r.end..].iter().position(|c| !c.is_ascii_whitespace());
+            if let Some(k) = after.filter(|&k| b[r.end + k] == b',') {
+                r.end += k + 1;
+            } else if let Some(k) = b[..r.start].iter().rposition(|c| !c.is_ascii_whitespace())
+                && b[k] == b','
+            {
+                r.start = k;
+            }
+            (format!("member at {} deleted", m.start), splice(&r, b""))
+        }
+        4 => {
+            if members.is_empty() {
+                return mutate_bytes(b, &[], d);
+            }
+            let (m, _) = d.pick(&members).clone();
+            let mut with = b[m.clone()].to_vec();
+            with.extend_from_slice(b", ");
+            with.extend_from_slice(&b[m.clone()]);
+            (
+                format!("member at {} duplicated", m.start),
+                splice(&m, &with),
+            )
+        }
+        5 => {
+            let keys = of(JsonTok::Key);
+            if keys.is_empty() {
+                return mutate_bytes(b, &[], d);
+            }
+            let r = d.pick(&keys).clone();
+            let with: &[u8] = d.pick::<&[u8]>(&[
+                &b"\"unknown_field\""[..],
+                b"\"\"",
+                b"\"\xff\xfe\"",
+                b"\"a\x00b\"",
+            ]);
+            (
+                format!(
+                    "key at {} set to {:?}",
+                    r.start,
+                    String::from_utf8_lossy(with)
+                ),
+                splice(&r, with),
+            )
+        }
+        6 => {
+            let strs: Vec<Range<usize>> = toks
+                .iter()
+                .filter(|(k, _)| matches!(k, JsonTok::Str | JsonTok::Key))
+                .map(|(_, r)| r.clone())
+                .collect();
+            if strs.is_empty() {
+                return mutate_bytes(b, &[], d);
+            }
+            let r = d.pick(&strs).clone();
+            let inside =
+                (r.start + 1).min(r.end)..r.end.saturating_sub(1).max(r.start + 1).min(r.end);
+            let at = inside.start + d.below(inside.len() + 1);
+            let bad: &[u8] = d.pick::<&[u8]>(&[
+                &b"\xff"[..],
+                b"\xc3",
+                b"\xed\xa0\x80",
+                b"\xc0\x80",
+                b"\x00",
+                b"\"",
+                b"\\",
+                b"\\u12",
+            ]);
+            let mut out = b[..at].to_vec();
+            out.extend_from_slice(bad);
+            out.extend_from_slice(&b[at..]);
+            (
+                format!("{bad:02x?} inserted in the string at {}", r.start),
+                out,
+            )
+        }
+        7 => {
+            if members.is_empty() {
+                return mutate_bytes(b, &[], d);
+            }
+            let (_, v) = d.pick(&members).clone();
+            let depth = *d.pick(&[100usize, 200, 5000]);
+            let mut with = "[".repeat(depth);
+            with.push('1');
+            with.push_str(&"]".repeat(depth));
+            (
+                format!("value at {} nested {depth} deep", v.start),
+                splice(&v, with.as_bytes()),
+            )
+        }
+        8 => {
+            let len = d.below(b.len().max(1));
+            (
+                format!("truncated to {len}"),
+                b[..len.min(b.len())].to_vec(),
+            )
+        }
+        _ => mutate_bytes(b, &[], d),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `.safetensors` files.
+
+/// The header length field of a `.safetensors` file (8 bytes at 0).
+pub const SAFETENSORS_LEN: Field = Field { pos: 0, width: 8 };
+
+/// dtype strings that replace a `.safetensors` tensor's dtype.
+const ST_DTYPES: &[&str] = &[
+    "F32", "F64", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64", "BOOL",
+    "F8_E4M3", "F8_E5M2", "F4", "f32", "", "F32 ", "X",
+];
+
+/// One random mutation of a `.safetensors` file, mostly of its JSON header with the length
+/// field kept consistent: a shape or offset set to 0, -1, 2^31, 2^63, 2^64-1 and beyond
+/// ([`JSON_NUMBERS`]), a dtype replaced, a tensor entry duplicated (a duplicated key) or
+/// deleted, wrong JSON types, invalid UTF-8 in a name ([`mutate_json`]); the length field
+/// itself set to a special value or off by a few bytes; NaN / Inf in the data
+/// ([`mutate_bytes`]).
+pub fn mutate_safetensors(b: &[u8], d: &mut impl Draw) -> (String, Vec<u8>) {
+    let Some(n) = b
+        .get(..8)
+        .map(|l| u64::from_le_bytes([l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7]]) as usize)
+        .filter(|&n| n <= b.len() - 8)
+    else {
+        return mutate_bytes(b, &[SAFETENSORS_LEN], d);
+    };
+    let header = &b[8..8 + n];
+    let rebuild = |h: &[u8]| {
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(h);
+        out.extend_from_slice(&b[8 + n..]);
+        out
+    };
+    match d.below(8) {
+        0 => {
+            let v = *d.pick(&SPECIAL_VALUES);
+            let mut out = b.to_vec();
+            set_field(&mut out, SAFETENSORS_LEN, v);
+            (format!("header length set to {v:#x}"), out)
+        }
+        1 => {
+            let delta = *d.pick(&[-8i64, -2, -1, 1, 2, 8, 64]);
+            let v = (n as i64 + delta).max(0) as u64;
+            let mut out = b.to_vec();
+            set_field(&mut out, SAFETENSORS_LEN, v);
+            (format!("header length {n} changed by {delta}"), out)
+        }
+        2 => {
+            let strs: Vec<Range<usize>> = json_tokens(header)
+                .into_iter()
+                .filter(|(k, _)| *k == JsonTok::Str)
+                .map(|(_, r)| r)
+                .collect();
+            if strs.is_empty() {
+                return mutate_bytes(b, &[SAFETENSORS_LEN], d);
+            }
+            let r = d.pick(&strs).clone();
+            let dt = *d.pick(ST_DTYPES);
+            let mut h = header[..r.start].to_vec();
+            h.extend_from_slice(format!("\"{dt}\"").as_bytes());
+            h.extend_from_slice(&header[r.end..]);
+            (
+                format!("header string at {} set to {dt:?}", r.start),
+                rebuild(&h),
+            )
+        }
+        3..=6 => {
+            let (what, h) = mutate_json(header, d);
+            (format!("header: {what}"), rebuild(&h))
+        }
+        _ => mutate_bytes(b, &[SAFETENSORS_LEN], d),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text files (split lists, captions, prompts).
+
+/// One random mutation of a line-oriented text file: invalid UTF-8 (a stray continuation
+/// byte, a truncated sequence, an encoded surrogate, an overlong NUL), NUL bytes, CRLF or lone
+/// CR line ends, a byte-order mark, a huge line (1 MiB), thousands of lines, blank or empty
+/// content, UTF-16, path-like lines; or one of [`mutate_bytes`].
+pub fn mutate_text(b: &[u8], d: &mut impl Draw) -> (String, Vec<u8>) {
+    let n = b.len();
+    let at = d.below(n + 1);
+    let insert = |with: &[u8]| {
+        let mut out = b[..at].to_vec();
+        out.extend_from_slice(with);
+        out.extend_from_slice(&b[at..]);
+        out
+    };
+    match d.below(12) {
+        0 => {
+            let bad: &[u8] = d.pick::<&[u8]>(&[
+                &b"\xff"[..],
+                b"\x80",
+                b"\xc3",
+                b"\xe2\x82",
+                b"\xed\xa0\x80",
+                b"\xc0\x80",
+                b"\xf4\x90\x80\x80",
+                b"\xfe\xff",
+            ]);
+            (format!("invalid UTF-8 {bad:02x?} at {at}"), insert(bad))
+        }
+        1 => (format!("NUL at {at}"), insert(b"\0")),
+        2 => {
+            let mut out = Vec::with_capacity(2 * n);
+            for &c in b {
+                if c == b'\n' {
+                    out.push(b'\r');
+                }
+                out.push(c);
+            }
+            ("CRLF line ends".into(), out)
+        }
+        3 => (
+            "lone CR line ends".into(),
+            b.iter()
+                .map(|&c| if c == b'\n' { b'\r' } else { c })
+                .collect(),
+        ),
+        4 => {
+            let mut out = b"\xef\xbb\xbf".to_vec();
+            out.extend_from_slice(b);
+            ("byte-order mark".into(), out)
+        }
+        5 => {
+            let len = *d.pick(&[4096usize, 1 << 16, 1 << 20]);
+            let fill = *d.pick(&[b'a', b' ', b'\t', 0xe9]);
+            let mut line = vec![fill; len];
+            line.push(b'\n');
+            (
+                format!("line of {len} x {fill:#04x} at {at}"),
+                insert(&line),
+            )
+        }
+        6 => {
+            let count = *d.pick(&[1000usize, 20_000]);
+            let line: &[u8] = d.pick::<&[u8]>(&[&b"\n"[..], b" \n", b"x\n", b"\r\n"]);
+            (
+                format!("{count} x {:?} at {at}", String::from_utf8_lossy(line)),
+                insert(&line.repeat(count)),
+            )
+        }
+        7 => {
+            let with: &[u8] = d.pick::<&[u8]>(&[&b""[..], b"\n", b"   \n\t\n", b"\0", b"\r\n\r\n"]);
+            (format!("content replaced by {with:02x?}"), with.to_vec())
+        }
+        8 => {
+            let mut out = vec![0xff, 0xfe];
+            for &c in b {
+                out.extend_from_slice(&[c, 0]);
+            }
+            ("UTF-16LE".into(), out)
+        }
+        9 => {
+            let line: &[u8] = d.pick::<&[u8]>(&[
+                &b"../../outside\n"[..],
+                b"/absolute/path\n",
+                b"a/b\n",
+                b".\n",
+                b"..\n",
+                b"a\\b\n",
+                b"\xe2\x80\xae\n",
+            ]);
+            (
+                format!("line {:?} at {at}", String::from_utf8_lossy(line)),
+                insert(line),
+            )
+        }
+        _ => mutate_bytes(b, &[], d),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scratch folders.
+
+/// A fresh, empty folder `<base>/<tag>-<process id>`, removed with its contents on drop. Tests
+/// pass `env!("CARGO_TARGET_TMPDIR")` as `base`, so that nothing lands outside the target
+/// folder and parallel test binaries (different process ids) never share a folder.
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// Creates (or empties) the folder.
+    pub fn new(base: impl AsRef<Path>, tag: &str) -> std::io::Result<Scratch> {
+        let p = base.as_ref().join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p)?;
+        Ok(Scratch(p))
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1040,6 +1696,28 @@ mod tests {
     #[test]
     fn crc_matches_the_standard_check_value() {
         assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+    }
+
+    #[test]
+    fn json_members_span_keys_and_values() {
+        let t = br#"{"a": 1, "b": {"c": [1, 2]}, "d": "x"}"#;
+        let m = json_members(t);
+        let texts: Vec<&[u8]> = m.iter().map(|(r, _)| &t[r.clone()]).collect();
+        assert_eq!(
+            texts,
+            [
+                &br#""a": 1"#[..],
+                br#""b": {"c": [1, 2]}"#,
+                br#""c": [1, 2]"#,
+                br#""d": "x""#
+            ]
+        );
+        let mut g = SplitMix64(3);
+        let mut draw = || g.next_u64();
+        for _ in 0..200 {
+            let _ = mutate_json(t, &mut draw);
+            let _ = mutate_text(b"a\nb\n", &mut draw);
+        }
     }
 
     #[test]

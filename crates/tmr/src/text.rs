@@ -142,11 +142,13 @@ impl<'a> Folder<'a> {
 
     fn weights(&self, hint: &str, device: &Device) -> Result<VarBuilder<'static>> {
         let bytes = self.read("model.safetensors", hint)?;
-        let tensors =
-            candle::safetensors::load_buffer(&bytes, device).map_err(|e| TmrError::Read {
-                path: self.path("model.safetensors"),
-                reason: e.to_string(),
-            })?;
+        let path = self.path("model.safetensors");
+        let tensors = tensor_io::safetensors::load_bytes(&bytes, &path, device).map_err(|e| {
+            TmrError::Read {
+                path: e.path,
+                reason: e.reason,
+            }
+        })?;
         Ok(VarBuilder::from_tensors(tensors, DType::F32, device))
     }
 }

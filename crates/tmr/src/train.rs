@@ -319,11 +319,9 @@ impl TmrTrainer {
                         .map(|s| (s.to_string(), v.as_tensor().clone()))
                 })
                 .collect();
-            let tmp = path.with_extension("safetensors.tmp");
-            candle::safetensors::save(&map, &tmp)?;
-            std::fs::rename(&tmp, path).map_err(|e| TmrError::Read {
+            tensor_io::safetensors::write(path, &map).map_err(|e| TmrError::Read {
                 path: path.to_path_buf(),
-                reason: format!("rename from {}: {e}", tmp.display()),
+                reason: format!("cannot write: {e}"),
             })?;
         }
         Ok(())

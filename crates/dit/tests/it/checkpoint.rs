@@ -147,6 +147,23 @@ fn wrong_variant_for_the_weights_is_reported() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A configuration far larger than the weights (here a 2^32-wide condition, 2^41 floats for one
+/// projection) is an error naming the tensor, not an allocation sized from the configuration.
+#[test]
+fn a_configuration_much_larger_than_the_weights_is_an_error_not_an_allocation() -> anyhow::Result<()>
+{
+    let mut cfg = incontext_config()?;
+    cfg.num_cond_feats = 1 << 32;
+    let err = Dit::from_checkpoint(fixture_path("incontext_small.ckpt")?, &cfg, &Device::Cpu)
+        .expect_err("a 2^32-wide condition cannot load");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("model.cond_projection.weight: expected [64, 4294967296]"),
+        "{msg}"
+    );
+    Ok(())
+}
+
 #[test]
 fn torch_files_without_network_weights_are_errors_not_empty_models() -> anyhow::Result<()> {
     let cfg = incontext_config()?;

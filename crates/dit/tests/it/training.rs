@@ -161,3 +161,56 @@ fn training_mode_is_seeded_and_eval_mode_is_deterministic() -> anyhow::Result<()
     );
     Ok(())
 }
+
+/// The fused training kernels (`kernels::grad`, the default of `Dit::training`) give the loss and
+/// every parameter gradient of the plain differentiable candle ops (`with_fused_kernels(false)`)
+/// within float tolerance, with the same dropout / stochastic-depth / label-dropout draws.
+fn fused_training_matches_plain_ops(variant: Variant) -> anyhow::Result<()> {
+    let cfg = tiny(variant);
+    let (net, vars) = Dit::init_random(&cfg, 21, &Device::Cpu)?;
+    let mut rng = StdRng::seed_from_u64(8);
+    let d = data(&cfg, &mut rng)?;
+    let loss = DdpmLoss::default();
+    let t_idx = vec![5, 30, 60, 90];
+    let noise = randn(d.x0.dims(), &mut rng)?;
+    let step = |fused: bool| -> anyhow::Result<(f32, candle::backprop::GradStore)> {
+        let train = net.training(4).with_fused_kernels(fused);
+        let out = loss.compute(&train, &d.x0, &d.cond, &d.mask, &t_idx, &noise)?;
+        Ok((out.loss.to_scalar::<f32>()?, out.loss.backward()?))
+    };
+    let (l_fused, g_fused) = step(true)?;
+    let (l_plain, g_plain) = step(false)?;
+    assert!(
+        (l_fused - l_plain).abs() <= 1e-5 * l_plain.abs().max(1.0),
+        "{variant}: loss {l_fused} (fused) vs {l_plain} (plain)"
+    );
+    let all = vars.data().lock().map_err(|_| anyhow::anyhow!("lock"))?;
+    for (name, var) in all.iter() {
+        let (Some(a), Some(b)) = (g_fused.get(var.as_tensor()), g_plain.get(var.as_tensor()))
+        else {
+            anyhow::bail!("{variant}: {name} lacks a gradient");
+        };
+        let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(
+            diff <= 1e-4 * scale.max(1e-3),
+            "{variant}: gradient of {name} differs by {diff:e} (scale {scale:e})"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn adaln_fused_training_matches_plain_ops() -> anyhow::Result<()> {
+    fused_training_matches_plain_ops(Variant::AdaLn)
+}
+
+#[test]
+fn incontext_fused_training_matches_plain_ops() -> anyhow::Result<()> {
+    fused_training_matches_plain_ops(Variant::InContext)
+}
+
+#[test]
+fn cross_attention_fused_training_matches_plain_ops() -> anyhow::Result<()> {
+    fused_training_matches_plain_ops(Variant::CrossAttention)
+}

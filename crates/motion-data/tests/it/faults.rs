@@ -82,7 +82,7 @@ fn clip_folder_faults_are_reported() {
     write_three(root, true);
     // Token features for one caption fewer than caption lines, and a missing pooled file.
     std::fs::remove_file(root.join("caption_clip/token/b001.npy")).expect("rm");
-    let bytes = motion_data::pickle::object_array_npy_bytes(&[vec![0.0; 512 * 2]], 512);
+    let bytes = motion_data::npy::object_array_npy_bytes(&[vec![0.0; 512 * 2]], 512);
     std::fs::write(root.join("caption_clip/seq/c002.npy"), bytes).expect("write");
     let Err(DataError::Faults(report)) =
         FolderDataset::open(root, Split::Train, &FolderOptions::default())
@@ -98,4 +98,38 @@ fn clip_folder_faults_are_reported() {
         got,
         vec![("b001", "missing file"), ("c002", "caption count mismatch")]
     );
+}
+
+#[test]
+fn split_ids_that_are_paths_are_errors_naming_the_line() {
+    let dir = Scratch::new("split-paths");
+    let root = dir.path();
+    write_three(root, false);
+    for (bad, line) in [
+        ("../../etc/passwd", 2),
+        ("/abs/id", 2),
+        ("..", 2),
+        ("a\\b", 2),
+    ] {
+        std::fs::write(
+            root.join(Split::Train.file_name()),
+            format!("a000\n{bad}\n"),
+        )
+        .expect("write split");
+        match motion_data::folder::read_split(root, Split::Train) {
+            Err(DataError::Split { line: l, path, .. }) => {
+                assert_eq!(l, line, "{bad}");
+                assert!(
+                    path.ends_with(Split::Train.file_name()),
+                    "{}",
+                    path.display()
+                );
+            }
+            other => panic!("{bad}: expected a split error, got {other:?}"),
+        }
+        assert!(
+            FolderDataset::open(root, Split::Train, &FolderOptions::default()).is_err(),
+            "{bad}"
+        );
+    }
 }

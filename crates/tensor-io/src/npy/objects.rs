@@ -1,24 +1,21 @@
-//! A minimal pickle reader for numpy object arrays of float arrays.
-//!
-//! `np.save` writes an object array as a pickle (protocol 2 with numpy 1.x on old files, 3-5 with
-//! newer numpy). The reference data's `caption_clip/seq/<id>.npy` are such arrays: one float
-//! array `[L_i, 512]` per caption. The pickle is run by the hardened machine of
-//! [`motion_repr::pickle`] (length fields checked against the bytes that remain, bounded nesting
-//! and bounded memo copies: crafted bytes give an error, never a panic or a huge allocation) and
-//! the result is interpreted here:
+//! Object arrays: `np.save` writes an object array as a pickle (protocol 2 with numpy 1.x on old
+//! files, 3-5 with newer numpy). Each element is itself an array, pickled as
 //! `numpy.core.multiarray._reconstruct(ndarray, (0,), b'b')` followed by a `BUILD` with the state
 //! `(version, shape, dtype, is_fortran, data)`, where `data` is raw bytes (protocol 3+), a
 //! `_codecs.encode(str, 'latin1')` call (protocol 2) or a list of objects (object arrays).
 //!
+//! The pickle runs on the hardened [`crate::pickle`] machine (length fields checked against the
+//! bytes that remain, bounded nesting and memo copies) and the result is interpreted here.
 //! Nothing is ever executed: globals are recorded by name and only the numpy / codecs ones above
 //! are interpreted; anything else is an error naming the global.
 
 use std::path::Path;
 
-use motion_repr::pickle::{Value, unpickle};
+use super::{Dtype, FloatArray, fortran_to_c};
+use crate::pickle::{Value, unpickle};
+use crate::{ReadError, element_count};
 
-use crate::error::{DataError, Result};
-use crate::npy::{FloatArray, element_count, float_size, floats_from_bytes, fortran_to_c};
+type Result<T> = std::result::Result<T, ReadError>;
 
 fn is_numpy_module(m: &str) -> bool {
     matches!(
@@ -38,11 +35,8 @@ struct Interp<'a> {
 }
 
 impl Interp<'_> {
-    fn err(&self, reason: impl Into<String>) -> DataError {
-        DataError::Pickle {
-            path: self.path.to_path_buf(),
-            reason: reason.into(),
-        }
+    fn err(&self, reason: impl Into<String>) -> ReadError {
+        ReadError::new(self.path, format!("object array: {}", reason.into()))
     }
 
     /// `numpy.dtype(descr, align, copy)` + BUILD state `(3, endian, ...)` -> a descr like `<f4`.
@@ -86,9 +80,7 @@ impl Interp<'_> {
             return Ok("|O".to_string());
         }
         match endian.as_str() {
-            ">" => Err(self.err(format!(
-                "dtype field: big-endian dtype >{name} is not supported"
-            ))),
+            ">" => Ok(format!(">{name}")),
             _ => Ok(format!("<{name}")),
         }
     }
@@ -185,11 +177,14 @@ impl Interp<'_> {
                 ))),
             };
         }
-        let size = float_size(&descr).ok_or_else(|| {
-            self.err(format!(
-                "dtype field: unsupported element dtype {descr:?} (expected float16/32/64)"
-            ))
-        })?;
+        let dtype = Dtype::parse(&descr)
+            .filter(|d| d.kind == super::Kind::Float)
+            .ok_or_else(|| {
+                self.err(format!(
+                    "dtype field: unsupported element dtype {descr:?} (expected float16/32/64)"
+                ))
+            })?;
+        let size = dtype.size;
         // Compared with the bytes present before anything sized by the shape is allocated.
         let needed = count.checked_mul(size).ok_or_else(|| {
             self.err(format!(
@@ -204,8 +199,7 @@ impl Interp<'_> {
                 raw.len()
             )));
         }
-        let mut data = floats_from_bytes(&descr, &raw)
-            .ok_or_else(|| self.err(format!("dtype field: unsupported dtype {descr}")))?;
+        let mut data = dtype.floats(&raw).unwrap_or_default();
         if fortran {
             data = fortran_to_c(&shape, data);
         }
@@ -215,7 +209,7 @@ impl Interp<'_> {
 
 /// Reads the pickle body of an object-array `.npy` (everything after the header) into its
 /// float-array elements (outer array flattened in C order). `path` only names errors.
-pub fn read_object_array(pickle: &[u8], path: &Path) -> Result<Vec<FloatArray>> {
+pub(crate) fn read_object_array(pickle: &[u8], path: &Path) -> Result<Vec<FloatArray>> {
     let interp = Interp { path };
     let top = unpickle(pickle).map_err(|e| interp.err(e.reason))?;
     match interp.array(&top)? {
@@ -234,10 +228,9 @@ pub fn read_object_array(pickle: &[u8], path: &Path) -> Result<Vec<FloatArray>> 
     }
 }
 
-/// Serialises float arrays `[L_i, width]` (row-major `f32`) as a numpy object-array `.npy` file,
-/// byte-compatible in structure with `np.save(np.array(items, dtype=object))` under numpy 1.x
-/// (pickle protocol 3): `np.load(path, allow_pickle=True)` reads it back.
-pub fn object_array_npy_bytes(items: &[Vec<f32>], width: usize) -> Vec<u8> {
+/// The pickle (protocol 3) of an object array of float arrays `[L_i, width]`, as numpy 1.x
+/// writes it.
+pub(crate) fn object_array_pickle(items: &[Vec<f32>], width: usize) -> Vec<u8> {
     fn int(out: &mut Vec<u8>, v: i32) {
         out.push(b'J');
         out.extend_from_slice(&v.to_le_bytes());
@@ -297,19 +290,7 @@ pub fn object_array_npy_bytes(items: &[Vec<f32>], width: usize) -> Vec<u8> {
         p.extend_from_slice(b"tb");
     }
     p.extend_from_slice(b"etb.");
-    let mut header = format!(
-        "{{'descr': '|O', 'fortran_order': False, 'shape': ({},), }}",
-        items.len()
-    );
-    let total = 10 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - total % 64) % 64));
-    header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + p.len());
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(&p);
-    out
+    p
 }
 
 #[cfg(test)]
@@ -324,18 +305,16 @@ mod tests {
     }
 
     #[test]
-    fn written_object_array_reads_back() {
+    fn written_object_array_reads_back() -> Result<()> {
         let items = vec![vec![1.0f32, 2.0, 3.0, 4.0], vec![-0.5f32, 0.25]];
-        let bytes = object_array_npy_bytes(&items, 2);
-        match crate::npy::parse_npy(&bytes, Path::new("w.npy")).expect("parse") {
-            crate::npy::NpyContent::Objects(a) => {
-                assert_eq!(a.len(), 2);
-                assert_eq!(a[0].shape, vec![2, 2]);
-                assert_eq!(a[1].shape, vec![1, 2]);
-                assert_eq!(a[0].data, items[0]);
-                assert_eq!(a[1].data, items[1]);
-            }
-            other => panic!("expected objects, got {other:?}"),
-        }
+        let bytes = super::super::object_array_bytes(&items, 2);
+        let super::super::NpyContent::Objects(a) = super::super::parse(&bytes, Path::new("w.npy"))?
+        else {
+            return Err(ReadError::new("w.npy", "expected objects"));
+        };
+        assert_eq!(a.len(), 2);
+        assert_eq!((&a[0].shape, &a[1].shape), (&vec![2, 2], &vec![1, 2]));
+        assert_eq!((&a[0].data, &a[1].data), (&items[0], &items[1]));
+        Ok(())
     }
 }

@@ -195,15 +195,15 @@ fn softmax_row_generic(row: &mut [f32], bias: Option<&[f32]>) {
 }
 
 /// A `[B, N, W]` strided view with unit last stride.
-struct View<'a> {
-    data: &'a [f32],
-    start: usize,
-    batch_stride: usize,
-    row_stride: usize,
-    dims: (usize, usize, usize),
+pub(crate) struct View<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) start: usize,
+    pub(crate) batch_stride: usize,
+    pub(crate) row_stride: usize,
+    pub(crate) dims: (usize, usize, usize),
 }
 
-fn view3<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<View<'a>> {
+pub(crate) fn view3<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<View<'a>> {
     let data = match s {
         CpuStorage::F32(d) => d.as_slice(),
         _ => candle::bail!("attention {what}: expected f32"),
@@ -228,14 +228,14 @@ fn view3<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<View<'a>> {
 }
 
 pub(crate) struct FusedAttention {
-    pub heads: usize,
+    pub(crate) heads: usize,
     /// Additive per-key bias `[B, Nk]`, row-major, or empty.
-    pub bias: Vec<f32>,
+    pub(crate) bias: Vec<f32>,
 }
 
 impl CustomOp3 for FusedAttention {
     fn name(&self) -> &'static str {
-        "dit-fused-attention"
+        "kernels-fused-attention"
     }
 
     fn cpu_fwd(
@@ -350,17 +350,7 @@ impl CustomOp3 for FusedAttention {
                 pair += step;
             }
         };
-        if threads <= 1 {
-            work(0, 1);
-        } else {
-            std::thread::scope(|sc| {
-                for t in 1..threads {
-                    let work = &work;
-                    sc.spawn(move || work(t, threads));
-                }
-                work(0, threads);
-            });
-        }
+        crate::ops::run_blocks(threads, true, |t| work(t, threads));
         Ok((CpuStorage::F32(out), Shape::from_dims(&[b, nq, d])))
     }
 }
@@ -368,7 +358,7 @@ impl CustomOp3 for FusedAttention {
 /// Fused inference attention on views `q: [B, Nq, D]`, `k, v: [B, Nk, D]` (last dim
 /// contiguous; any batch / row strides), heads split channel-major, optional additive key bias
 /// `[B, Nk]`. Returns `[B, Nq, D]`. CPU, `f32`, no gradient.
-pub(crate) fn fused_attention(
+pub fn fused_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,

@@ -1,0 +1,973 @@
+//! Numerical building blocks of the transformer, each in two forms: fused CPU kernels for
+//! inference (one pass over contiguous `f32` memory, split across threads; no gradient) and
+//! plain differentiable candle ops (`fast = false`; candle's fused `layer_norm` /
+//! `softmax_last_dim` pass no gradient). [`crate::grad`] has differentiable fused kernels.
+//!
+//! GELU is the exact erf form of Hendrycks & Gimpel, "Gaussian Error Linear Units (GELUs)"
+//! (2016); LayerNorm is Ba et al., "Layer Normalization" (2016). The fast `erf` is a rational
+//! minimax approximation on `[-4, 4]` (the form used by Eigen and XLA), accurate to about 1e-7
+//! absolute, far below the reference tolerance (checked against `f64` erf in the unit tests).
+
+use candle::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor,
+};
+
+use crate::simd::SimdLevel;
+
+/// Raw output pointer shared by worker threads that write disjoint elements.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: only dereferenced at disjoint positions by the threads of one `std::thread::scope`,
+// which all end before the buffer is used again.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Method access so closures capture the whole (Send + Sync) wrapper, not its field.
+    pub(crate) fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Rows of work below which a kernel stays on one thread (thread start-up costs ~20 us).
+const MIN_PARALLEL_ELEMS: usize = 1 << 15;
+
+/// Runs `f(row_start, dst_chunk)` over `dst` split in whole rows of `row` elements, on up to
+/// `candle::utils::get_num_threads()` threads.
+pub(crate) fn par_rows(dst: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows = dst.len().checked_div(row).unwrap_or(0);
+    let threads = candle::utils::get_num_threads().max(1).min(rows.max(1));
+    if threads <= 1 || dst.len() < MIN_PARALLEL_ELEMS {
+        f(0, dst);
+        return;
+    }
+    let per = rows.div_ceil(threads);
+    std::thread::scope(|s| {
+        let f = &f;
+        let mut rest = dst;
+        let mut start = 0;
+        while !rest.is_empty() {
+            let n = (per * row).min(rest.len());
+            let (head, tail) = rest.split_at_mut(n);
+            rest = tail;
+            let r0 = start;
+            start += n / row;
+            if rest.is_empty() {
+                f(r0, head);
+            } else {
+                s.spawn(move || f(r0, head));
+            }
+        }
+    });
+}
+
+pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(d) => d,
+        _ => candle::bail!("{what}: expected an f32 tensor"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle::bail!("{what}: input must be contiguous"),
+    }
+}
+
+/// `erf(x)` for `f32`, max abs error ~1e-7 (rational approximation, clamped to `[-4, 4]`).
+#[inline(always)]
+pub fn erf_f32(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10_f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 - 2.101_024e-6;
+    p = p * x2 - 5.692_506_4e-5;
+    p = p * x2 - 7.349_906_3e-4;
+    p = p * x2 - 2.954_6e-3;
+    p = p * x2 - 1.609_603_3e-2;
+    p *= x;
+    let mut q = -1.456_607_2e-5_f32;
+    q = q * x2 - 2.133_740_6e-4;
+    q = q * x2 - 1.682_827e-3;
+    q = q * x2 - 7.373_329e-3;
+    q = q * x2 - 1.426_474e-2;
+    // Beyond |x| = 3.9, erf(x) rounds to +-1 in f32; returning it exactly keeps
+    // 1 + erf(x) (GELU of large negative inputs) free of the approximant's last-ulp error.
+    if x.abs() > 3.9 { x.signum() } else { p / q }
+}
+
+/// Exact-form GELU `0.5 x (1 + erf(x / sqrt 2))` with the fast erf.
+#[inline(always)]
+pub fn gelu_erf_f32(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// Exact-form GELU over a slice in place, compiled for AVX2 + FMA when `level` allows it
+/// (AVX-512 adds nothing here over AVX2).
+pub(crate) fn gelu_in_place(xs: &mut [f32], level: SimdLevel) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if level.min(SimdLevel::detected()) >= SimdLevel::Avx2 {
+            // SAFETY: the CPU supports AVX2 and FMA (`detected`).
+            unsafe { gelu_in_place_avx2(xs) };
+            return;
+        }
+    }
+    let _ = level;
+    gelu_in_place_generic(xs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_in_place_avx2(xs: &mut [f32]) {
+    gelu_in_place_generic(xs)
+}
+
+#[inline(always)]
+fn gelu_in_place_generic(xs: &mut [f32]) {
+    for v in xs.iter_mut() {
+        *v = gelu_erf_f32(*v);
+    }
+}
+
+/// `x + bias` broadcast over rows, optionally followed by the exact-erf GELU, in one pass.
+pub(crate) struct BiasAct {
+    gelu: bool,
+}
+
+impl CustomOp2 for BiasAct {
+    fn name(&self) -> &'static str {
+        if self.gelu {
+            "kernels-bias-gelu"
+        } else {
+            "kernels-bias-add"
+        }
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let what = self.name();
+        let x = contiguous_f32(s1, l1, what)?;
+        let b = contiguous_f32(s2, l2, what)?;
+        let n = b.len();
+        if n == 0 || x.len() % n != 0 {
+            candle::bail!("{what}: bias of {n} does not divide {:?}", l1.shape())
+        }
+        let mut dst = vec![0f32; x.len()];
+        let level = crate::simd::active();
+        par_rows(&mut dst, n, |r0, out| {
+            let src = &x[r0 * n..r0 * n + out.len()];
+            for (o_row, s_row) in out.chunks_exact_mut(n).zip(src.chunks_exact(n)) {
+                for ((o, s), bb) in o_row.iter_mut().zip(s_row).zip(b) {
+                    *o = s + bb;
+                }
+                if self.gelu {
+                    gelu_in_place(o_row, level);
+                }
+            }
+        });
+        Ok((CpuStorage::F32(dst), l1.shape().clone()))
+    }
+}
+
+pub(crate) struct GeluErf;
+
+impl CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "kernels-gelu-erf"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s, l, "gelu_erf")?;
+        let mut dst = vec![0f32; x.len()];
+        let level = crate::simd::active();
+        par_rows(&mut dst, 1, |r0, out| {
+            out.copy_from_slice(&x[r0..r0 + out.len()]);
+            gelu_in_place(out, level);
+        });
+        Ok((CpuStorage::F32(dst), l.shape().clone()))
+    }
+}
+
+/// LayerNorm over the last dim followed by a per-sample modulation:
+/// `LN(x) * (1 + scale[b]) + shift[b]` (AdaLN), in one pass. `x` is `[B, N, D]`, `scale` and
+/// `shift` `[B, D]`.
+pub(crate) struct LnModulate {
+    pub(crate) eps: f32,
+}
+
+impl CustomOp3 for LnModulate {
+    fn name(&self) -> &'static str {
+        "kernels-ln-modulate"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, "ln_modulate")?;
+        let scale = contiguous_f32(s2, l2, "ln_modulate scale")?;
+        let shift = contiguous_f32(s3, l3, "ln_modulate shift")?;
+        let (b, n, d) = l1.shape().dims3()?;
+        if scale.len() != b * d || shift.len() != b * d {
+            candle::bail!("ln_modulate: scale/shift must be [{b}, {d}]")
+        }
+        let eps = self.eps;
+        let mut dst = vec![0f32; x.len()];
+        par_rows(&mut dst, d, |r0, out| {
+            for (i, o_row) in out.chunks_exact_mut(d).enumerate() {
+                let r = r0 + i;
+                let s_row = &x[r * d..(r + 1) * d];
+                let bi = r / n;
+                let sc = &scale[bi * d..(bi + 1) * d];
+                let sh = &shift[bi * d..(bi + 1) * d];
+                let (mean, inv) = mean_inv_std(s_row, eps);
+                for (((o, v), c), h) in o_row.iter_mut().zip(s_row).zip(sc).zip(sh) {
+                    *o = (v - mean) * inv * (c + 1.0) + h;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(dst), l1.shape().clone()))
+    }
+}
+
+/// Affine LayerNorm over the last dim, one pass per row.
+pub(crate) struct LnAffine {
+    pub(crate) eps: f32,
+}
+
+impl CustomOp3 for LnAffine {
+    fn name(&self) -> &'static str {
+        "kernels-layer-norm"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, "layer_norm")?;
+        let w = contiguous_f32(s2, l2, "layer_norm weight")?;
+        let b = contiguous_f32(s3, l3, "layer_norm bias")?;
+        let d = w.len();
+        if d == 0 || b.len() != d || x.len() % d != 0 {
+            candle::bail!("layer_norm: weight/bias of {d} do not fit {:?}", l1.shape())
+        }
+        let eps = self.eps;
+        let mut dst = vec![0f32; x.len()];
+        par_rows(&mut dst, d, |r0, out| {
+            for (i, o_row) in out.chunks_exact_mut(d).enumerate() {
+                let r = r0 + i;
+                let s_row = &x[r * d..(r + 1) * d];
+                let (mean, inv) = mean_inv_std(s_row, eps);
+                for (((o, v), ww), bb) in o_row.iter_mut().zip(s_row).zip(w).zip(b) {
+                    *o = (v - mean) * inv * ww + bb;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(dst), l1.shape().clone()))
+    }
+}
+
+/// Mean and `1 / sqrt(biased var + eps)` of a row (two passes, `f32` like PyTorch's CPU kernel
+/// up to summation order).
+#[inline]
+pub(crate) fn mean_inv_std(row: &[f32], eps: f32) -> (f32, f32) {
+    let d = row.len() as f32;
+    let mean = sum_f32(row) / d;
+    let mut acc = [0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            let t = c[k] - mean;
+            acc[k] += t * t;
+        }
+    }
+    let mut var: f32 = acc.iter().sum();
+    for v in rem {
+        var += (v - mean) * (v - mean);
+    }
+    (mean, 1.0 / (var / d + eps).sqrt())
+}
+
+#[inline]
+fn sum_f32(row: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += c[k];
+        }
+    }
+    acc.iter().sum::<f32>() + rem.iter().sum::<f32>()
+}
+
+/// Softmax over the last dim of `[B, H, Nq, Nk]` logits with an additive per-key bias
+/// `[B, Nk]` (broadcast over heads and queries), one pass per row.
+struct BiasSoftmax {
+    heads_x_queries: usize,
+}
+
+impl CustomOp2 for BiasSoftmax {
+    fn name(&self) -> &'static str {
+        "kernels-bias-softmax"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, "bias_softmax")?;
+        let bias = contiguous_f32(s2, l2, "bias_softmax bias")?;
+        let nk = l1.shape().dims().last().copied().unwrap_or(0);
+        let hq = self.heads_x_queries;
+        if nk == 0 || hq == 0 || x.len() % (nk * hq) != 0 {
+            candle::bail!("bias_softmax: bad logits shape {:?}", l1.shape())
+        }
+        let b = x.len() / (nk * hq);
+        if bias.len() != b * nk {
+            candle::bail!(
+                "bias_softmax: bias has {} values, expected [{b}, {nk}]",
+                bias.len()
+            )
+        }
+        let mut dst = vec![0f32; x.len()];
+        let level = crate::simd::active();
+        par_rows(&mut dst, nk, |r0, out| {
+            for (i, o_row) in out.chunks_exact_mut(nk).enumerate() {
+                let r = r0 + i;
+                let s_row = &x[r * nk..(r + 1) * nk];
+                let bi = r / hq;
+                let b_row = &bias[bi * nk..(bi + 1) * nk];
+                o_row.copy_from_slice(s_row);
+                crate::attention::softmax_row(o_row, Some(b_row), level);
+            }
+        });
+        Ok((CpuStorage::F32(dst), l1.shape().clone()))
+    }
+}
+
+/// `y = x W^T + b` (optionally followed by exact GELU) in one op: the output is pre-filled
+/// with the bias rows and `gemm` accumulates the product into it, so the bias costs no extra
+/// pass; GELU runs on the result while it is hot. `x: [N, in]`, `W: [out, in]`, `b: [out]`.
+pub(crate) struct GemmLinear {
+    pub(crate) gelu: bool,
+}
+
+impl CustomOp3 for GemmLinear {
+    fn name(&self) -> &'static str {
+        "kernels-linear"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, "linear input")?;
+        let w = contiguous_f32(s2, l2, "linear weight")?;
+        let b = contiguous_f32(s3, l3, "linear bias")?;
+        let (n, d_in) = l1.shape().dims2()?;
+        let (d_out, w_in) = l2.shape().dims2()?;
+        if w_in != d_in || b.len() != d_out {
+            candle::bail!(
+                "linear: input {:?}, weight {:?}, bias {:?} do not fit",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            )
+        }
+        let mut dst = vec![0f32; n * d_out];
+        par_rows(&mut dst, d_out, |_, out| {
+            for row in out.chunks_exact_mut(d_out) {
+                row.copy_from_slice(b);
+            }
+        });
+        gemm_acc(&mut dst, x, w, n, d_in, d_out);
+        if self.gelu {
+            let level = crate::simd::active();
+            par_rows(&mut dst, 1, |_, out| gelu_in_place(out, level));
+        }
+        Ok((CpuStorage::F32(dst), Shape::from_dims(&[n, d_out])))
+    }
+}
+
+/// Fails with a message naming `op` unless `ok`.
+pub(crate) fn require(ok: bool, op: &str, message: impl FnOnce() -> String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        candle::bail!("{op}: {}", message())
+    }
+}
+
+/// Checks `x: [N, in]`, `w: [out, in]`, `b: [out]` with `in, out >= 1`; returns `out`.
+pub(crate) fn check_linear(op: &str, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<usize> {
+    let fits = match (x.dims(), w.dims(), b.dims()) {
+        (&[_, d_in], &[d_out, w_in], &[b_out]) => {
+            d_in == w_in && d_out == b_out && d_in > 0 && d_out > 0
+        }
+        _ => false,
+    };
+    require(fits, op, || {
+        format!(
+            "input {:?}, weight {:?}, bias {:?}: expected [N, in], [out, in], [out] with \
+             in, out >= 1",
+            x.dims(),
+            w.dims(),
+            b.dims()
+        )
+    })?;
+    Ok(w.dims()[0])
+}
+
+/// `x W^T + b` on 2-D `x: [N, in]` (PyTorch `nn.Linear` layout), optionally followed by exact
+/// GELU. The fast CPU path is one fused op; otherwise differentiable candle ops.
+///
+/// # Errors
+/// When the shapes do not fit (`x: [N, in]`, `w: [out, in]`, `b: [out]`, `in, out >= 1`).
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, gelu: bool, fast: bool) -> Result<Tensor> {
+    check_linear("linear", x, w, b)?;
+    if fast && fast_ok(x) && w.dtype() == DType::F32 {
+        x.contiguous()?
+            .apply_op3_no_bwd(&w.contiguous()?, &b.contiguous()?, &GemmLinear { gelu })
+    } else {
+        let y = x.matmul(&w.t()?)?.broadcast_add(b)?;
+        if gelu { y.gelu_erf() } else { Ok(y) }
+    }
+}
+
+/// `dst += x W^T` in place (then exact GELU when `gelu`): `dst: [N, out]` (pre-filled by the
+/// caller, e.g. with `residual + bias`), `x: [N, in]`, `W: [out, in]`.
+struct GemmAccumulate;
+
+impl candle::InplaceOp3 for GemmAccumulate {
+    fn name(&self) -> &'static str {
+        "kernels-linear-accumulate"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<()> {
+        let x = contiguous_f32(s2, l2, "linear input")?;
+        let w = contiguous_f32(s3, l3, "linear weight")?;
+        let (n, d_in) = l2.shape().dims2()?;
+        let (d_out, w_in) = l3.shape().dims2()?;
+        if w_in != d_in || l1.dims() != [n, d_out] {
+            candle::bail!(
+                "linear: input {:?}, weight {:?}, accumulator {:?} do not fit",
+                l2.dims(),
+                l3.dims(),
+                l1.dims()
+            )
+        }
+        let dst = match (s1, l1.contiguous_offsets()) {
+            (CpuStorage::F32(d), Some((a, b))) => &mut d[a..b],
+            _ => candle::bail!("linear: the accumulator must be a contiguous f32 tensor"),
+        };
+        gemm_acc(dst, x, w, n, d_in, d_out);
+        Ok(())
+    }
+}
+
+/// `dst [n, d_out] += x [n, d_in] W^T` (`W: [d_out, d_in]` row-major). Large products are
+/// split by output columns over the threads, each running a single-threaded `gemm` on its
+/// block of `W` rows, so every weight is packed once (with `gemm`'s own split both threads
+/// packed the whole weight, which dominated small batches).
+fn gemm_acc(dst: &mut [f32], x: &[f32], w: &[f32], n: usize, d_in: usize, d_out: usize) {
+    if n == 0 || d_out == 0 {
+        return;
+    }
+    debug_assert!(dst.len() == n * d_out && x.len() == n * d_in && w.len() == d_out * d_in);
+    let threads = candle::utils::get_num_threads().max(1);
+    // Column blocks stay multiples of 16 (one AVX-512 register of outputs).
+    let per = d_out.div_ceil(threads).div_ceil(16) * 16;
+    let blocks = d_out.div_ceil(per);
+    let dst_ptr = OutPtr(dst.as_mut_ptr());
+    let block = |t: usize| {
+        let o0 = t * per;
+        let cols = per.min(d_out - o0);
+        // SAFETY: dst is [n, d_out] row-major and this block writes only its columns
+        // o0..o0 + cols (row stride d_out), disjoint from the other blocks'; x is [n, d_in]
+        // row-major; rows o0..o0 + cols of W ([d_out, d_in] row-major) are read as W^T
+        // ([d_in, cols], column stride d_in, row stride 1); callers check the slice sizes.
+        unsafe {
+            gemm::gemm(
+                n,
+                cols,
+                d_in,
+                dst_ptr.ptr().add(o0),
+                1,
+                d_out as isize,
+                true,
+                x.as_ptr(),
+                1,
+                d_in as isize,
+                w.as_ptr().add(o0 * d_in),
+                d_in as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    };
+    run_blocks(blocks, n * d_out * d_in > 1 << 18, block);
+}
+
+/// Runs `block(t)` for `t` in `0..blocks`: on scoped threads (block 0 on the caller's) when
+/// `parallel` and there is more than one block, else in order on the caller's thread.
+pub(crate) fn run_blocks(blocks: usize, parallel: bool, block: impl Fn(usize) + Sync) {
+    if blocks <= 1 || !parallel {
+        (0..blocks).for_each(block);
+        return;
+    }
+    std::thread::scope(|s| {
+        for t in 1..blocks {
+            let block = &block;
+            s.spawn(move || block(t));
+        }
+        block(0);
+    });
+}
+
+/// `residual + x W^T + b` (a linear layer closing a residual branch) with one pass over the
+/// output besides the product: `residual + b` is written first and the product accumulated
+/// into it. The fast CPU path needs `x: [N, in]`, `residual: [N, out]`; otherwise candle ops.
+///
+/// # Shapes
+/// `x: [N, in]`, `w: [out, in]`, `b: [out]`, `residual: [N, out]` -> `[N, out]`; other shapes
+/// are errors.
+pub fn linear_residual(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    residual: &Tensor,
+    fast: bool,
+) -> Result<Tensor> {
+    let d_out = check_linear("linear_residual", x, w, b)?;
+    require(
+        residual.dims() == [x.dims()[0], d_out],
+        "linear_residual",
+        || {
+            format!(
+                "residual {:?} does not match the output [{}, {d_out}]",
+                residual.dims(),
+                x.dims()[0]
+            )
+        },
+    )?;
+    if fast && fast_ok(x) && fast_ok(residual) && w.dtype() == DType::F32 {
+        let acc = bias_add(residual, b, true)?;
+        acc.inplace_op3(&x.contiguous()?, &w.contiguous()?, &GemmAccumulate)?;
+        Ok(acc)
+    } else {
+        residual + linear(x, w, b, false, fast)?
+    }
+}
+
+/// `h + gate[b] * y` (AdaLN residual), `h`, `y`: `[B, N, D]`, `gate`: `[B, D]`, one pass.
+pub(crate) struct GatedResidual;
+
+impl CustomOp3 for GatedResidual {
+    fn name(&self) -> &'static str {
+        "kernels-gated-residual"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let h = contiguous_f32(s1, l1, "gated_residual h")?;
+        let y = contiguous_f32(s2, l2, "gated_residual y")?;
+        let g = contiguous_f32(s3, l3, "gated_residual gate")?;
+        let (b, n, d) = l1.shape().dims3()?;
+        if l2.dims() != l1.dims() || g.len() != b * d {
+            candle::bail!(
+                "gated_residual: h {:?}, y {:?}, gate {:?} do not fit",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            )
+        }
+        let mut dst = vec![0f32; h.len()];
+        par_rows(&mut dst, d, |r0, out| {
+            for (i, o_row) in out.chunks_exact_mut(d).enumerate() {
+                let r = r0 + i;
+                let bi = r / n;
+                let gr = &g[bi * d..(bi + 1) * d];
+                let hr = &h[r * d..(r + 1) * d];
+                let yr = &y[r * d..(r + 1) * d];
+                for (((o, hv), yv), gv) in o_row.iter_mut().zip(hr).zip(yr).zip(gr) {
+                    *o = hv + gv * yv;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(dst), l1.shape().clone()))
+    }
+}
+
+/// `h + gate * y` with a per-sample gate broadcast over tokens.
+///
+/// # Shapes
+/// `h`, `y`: `[B, N, D]`; `gate`: `[B, D]`; returns `[B, N, D]`; other shapes are errors.
+pub fn gated_residual(h: &Tensor, y: &Tensor, gate: &Tensor, fast: bool) -> Result<Tensor> {
+    let fits = match h.dims() {
+        &[b, _, d] => y.dims() == h.dims() && gate.dims() == [b, d],
+        _ => false,
+    };
+    require(fits, "gated_residual", || {
+        format!(
+            "h {:?}, y {:?}, gate {:?}: expected [B, N, D], [B, N, D], [B, D]",
+            h.dims(),
+            y.dims(),
+            gate.dims()
+        )
+    })?;
+    if fast && fast_ok(h) {
+        h.contiguous()?
+            .apply_op3_no_bwd(&y.contiguous()?, &gate.contiguous()?, &GatedResidual)
+    } else {
+        h + y.broadcast_mul(&gate.unsqueeze(1)?)?
+    }
+}
+
+/// Multi-head attention at inference: `softmax(Q K^T / sqrt(dh) + bias) V` with heads split
+/// channel-major. On CPU (`f32`) this is the fused kernel reading `q`, `k`, `v` in place from
+/// strided views (last dim contiguous); elsewhere plain candle ops.
+///
+/// # Shapes
+/// `q: [B, Nq, D]`, `k`, `v`: `[B, Nk, D]`, `bias: [B, Nk]` (additive, per key) -> `[B, Nq, D]`,
+/// with `heads >= 1` dividing `D` and `Nk >= 1`; other shapes are errors.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let fits = match (q.dims(), k.dims()) {
+        (&[b, _, d], &[kb, nk, kd]) => {
+            kb == b
+                && kd == d
+                && nk > 0
+                && v.dims() == k.dims()
+                && heads > 0
+                && d % heads == 0
+                && d > 0
+                && bias.is_none_or(|t| t.dims() == [b, nk])
+        }
+        _ => false,
+    };
+    require(fits, "attention", || {
+        format!(
+            "q {:?}, k {:?}, v {:?}, {heads} heads, bias {:?}: expected [B, Nq, D], \
+             [B, Nk, D], [B, Nk, D] with Nk >= 1 and 1 <= heads dividing D >= 1, bias [B, Nk]",
+            q.dims(),
+            k.dims(),
+            v.dims(),
+            bias.map(|t| t.dims().to_vec())
+        )
+    })?;
+    if fast_ok(q) {
+        return crate::attention::fused_attention(q, k, v, heads, bias);
+    }
+    let (b, nq, d) = q.dims3()?;
+    let nk = k.dim(1)?;
+    let dh = d / heads;
+    let split = |x: &Tensor, n: usize| -> Result<Tensor> {
+        x.reshape((b, n, heads, dh))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * heads, n, dh))
+    };
+    let (qh, kh, vh) = (split(q, nq)?, split(k, nk)?, split(v, nk)?);
+    let logits = (qh * (1.0 / (dh as f64).sqrt()))?
+        .matmul(&kh.t()?)?
+        .reshape((b, heads, nq, nk))?;
+    attention_softmax(&logits, bias, false)?
+        .reshape((b * heads, nq, nk))?
+        .matmul(&vh)?
+        .reshape((b, heads, nq, dh))?
+        .transpose(1, 2)?
+        .reshape((b, nq, d))
+}
+
+/// Whether the fused CPU kernels apply to this tensor.
+pub fn fast_ok(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// Checks that `bias` is a non-empty trailing shape of `x`.
+fn check_bias(op: &str, x: &Tensor, bias: &Tensor) -> Result<()> {
+    let (xd, bd) = (x.dims(), bias.dims());
+    require(
+        !bd.is_empty() && bd.len() <= xd.len() && xd.ends_with(bd) && bias.elem_count() > 0,
+        op,
+        || format!("bias {bd:?} is not a non-empty trailing shape of {xd:?}"),
+    )
+}
+
+/// `x + bias` broadcast over the leading dims (`bias` has the trailing shape of `x`: a `[D]`
+/// bias row, or e.g. a `[F, D]` position table for `x: [B, F, D]`). `fast` selects the fused
+/// CPU kernel (no gradient).
+pub fn bias_add(x: &Tensor, bias: &Tensor, fast: bool) -> Result<Tensor> {
+    check_bias("bias_add", x, bias)?;
+    if fast && fast_ok(x) {
+        x.contiguous()?
+            .apply_op2_no_bwd(&bias.contiguous()?, &BiasAct { gelu: false })
+    } else {
+        x.broadcast_add(bias)
+    }
+}
+
+/// `gelu_erf(x + bias)` over the last dim.
+pub fn bias_gelu(x: &Tensor, bias: &Tensor, fast: bool) -> Result<Tensor> {
+    check_bias("bias_gelu", x, bias)?;
+    if fast && fast_ok(x) {
+        x.contiguous()?
+            .apply_op2_no_bwd(&bias.contiguous()?, &BiasAct { gelu: true })
+    } else {
+        x.broadcast_add(bias)?.gelu_erf()
+    }
+}
+
+/// Exact-form GELU.
+pub fn gelu_erf(x: &Tensor, fast: bool) -> Result<Tensor> {
+    if fast && fast_ok(x) {
+        x.contiguous()?.apply_op1_no_bwd(&GeluErf)
+    } else {
+        x.gelu_erf()
+    }
+}
+
+/// Differentiable LayerNorm without affine parameters: `(x - mean) / sqrt(biased var + eps)`.
+pub fn layer_norm_plain(x: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    xc.broadcast_div(&(var + eps)?.sqrt()?)
+}
+
+/// LayerNorm over the last dim, affine when `weight`/`bias` are given.
+pub fn layer_norm(
+    x: &Tensor,
+    affine: Option<(&Tensor, &Tensor)>,
+    eps: f64,
+    fast: bool,
+) -> Result<Tensor> {
+    let d = x.dims().last().copied().unwrap_or(0);
+    require(
+        d > 0 && affine.is_none_or(|(w, b)| w.dims() == [d] && b.dims() == [d]),
+        "layer_norm",
+        || {
+            format!(
+                "input {:?}, weight / bias {:?}: expected [..., D] with D >= 1 and [D]",
+                x.dims(),
+                affine.map(|(w, b)| (w.dims().to_vec(), b.dims().to_vec()))
+            )
+        },
+    )?;
+    match affine {
+        Some((w, b)) if fast && fast_ok(x) => x.contiguous()?.apply_op3_no_bwd(
+            &w.contiguous()?,
+            &b.contiguous()?,
+            &LnAffine { eps: eps as f32 },
+        ),
+        Some((w, b)) => layer_norm_plain(x, eps)?.broadcast_mul(w)?.broadcast_add(b),
+        None if fast && fast_ok(x) => {
+            let d = x.dim(D::Minus1)?;
+            let ones = Tensor::ones(d, DType::F32, x.device())?;
+            let zeros = Tensor::zeros(d, DType::F32, x.device())?;
+            x.contiguous()?
+                .apply_op3_no_bwd(&ones, &zeros, &LnAffine { eps: eps as f32 })
+        }
+        None => layer_norm_plain(x, eps),
+    }
+}
+
+/// AdaLN modulation `LN(x) * (1 + scale) + shift` (LayerNorm without affine parameters),
+/// `x: [B, N, D]`, `scale`, `shift: [B, D]`.
+pub fn ln_modulate(
+    x: &Tensor,
+    scale: &Tensor,
+    shift: &Tensor,
+    eps: f64,
+    fast: bool,
+) -> Result<Tensor> {
+    let fits = match x.dims() {
+        &[b, _, d] => d > 0 && scale.dims() == [b, d] && shift.dims() == [b, d],
+        _ => false,
+    };
+    require(fits, "ln_modulate", || {
+        format!(
+            "x {:?}, scale {:?}, shift {:?}: expected [B, N, D] with D >= 1, [B, D], [B, D]",
+            x.dims(),
+            scale.dims(),
+            shift.dims()
+        )
+    })?;
+    if fast && fast_ok(x) {
+        x.contiguous()?.apply_op3_no_bwd(
+            &scale.contiguous()?,
+            &shift.contiguous()?,
+            &LnModulate { eps: eps as f32 },
+        )
+    } else {
+        layer_norm_plain(x, eps)?
+            .broadcast_mul(&(scale + 1.0)?.unsqueeze(1)?)?
+            .broadcast_add(&shift.unsqueeze(1)?)
+    }
+}
+
+/// Softmax over the last dim of `[B, H, Nq, Nk]` logits, after adding `bias: [B, Nk]` to every
+/// head and query when given.
+pub fn attention_softmax(logits: &Tensor, bias: Option<&Tensor>, fast: bool) -> Result<Tensor> {
+    let (b, h, nq, nk) = logits.dims4()?;
+    require(
+        nk > 0 && bias.is_none_or(|t| t.dims() == [b, nk]),
+        "attention_softmax",
+        || {
+            format!(
+                "logits {:?}, bias {:?}: expected Nk >= 1 keys and bias [B, Nk]",
+                logits.dims(),
+                bias.map(|t| t.dims().to_vec())
+            )
+        },
+    )?;
+    if fast && fast_ok(logits) {
+        match bias {
+            Some(bias) => logits.contiguous()?.apply_op2_no_bwd(
+                &bias.contiguous()?,
+                &BiasSoftmax {
+                    heads_x_queries: h * nq,
+                },
+            ),
+            None => candle_nn::ops::softmax_last_dim(&logits.contiguous()?),
+        }
+    } else {
+        let logits = match bias {
+            Some(bias) => logits.broadcast_add(&bias.reshape((b, 1, 1, nk))?)?,
+            None => logits.clone(),
+        };
+        candle_nn::ops::softmax(&logits, D::Minus1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle::Device;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use rand_distr::{Distribution, StandardNormal};
+
+    #[test]
+    fn fast_erf_is_within_a_few_f32_ulps_of_erf() {
+        // Bound: ~5 ulps of f32 near 1 (ulp 6e-8). Reference values:
+        // f64 via the identity erf(x) = 2/sqrt(pi) * int_0^x e^-t^2 dt,
+        // integrated here with Simpson's rule on a fine grid (error << 1e-9).
+        let erf64 = |x: f64| {
+            let n = 4000;
+            let h = x / n as f64;
+            let f = |t: f64| (-t * t).exp();
+            let mut s = f(0.0) + f(x);
+            for i in 1..n {
+                s += f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+            }
+            s * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
+        };
+        let mut worst = 0f64;
+        for i in -700..=700 {
+            let x = i as f64 / 100.0;
+            worst = worst.max((erf_f32(x as f32) as f64 - erf64(x)).abs());
+        }
+        assert!(worst < 4e-7, "max |erf error| = {worst:e}");
+    }
+
+    #[test]
+    fn fused_kernels_match_plain_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut rng = StdRng::seed_from_u64(17);
+        let mut randn = |shape: &[usize], mean: f32, std: f32| -> Result<Tensor> {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    let z: f32 = StandardNormal.sample(&mut rng);
+                    mean + std * z
+                })
+                .collect();
+            Tensor::from_vec(v, shape, &dev)
+        };
+        // Wide inputs (std 3) reach the GELU tails.
+        let x = randn(&[3, 70, 64], 0.3, 3.0)?;
+        let b = randn(&[64], 0.0, 1.0)?;
+        let w = randn(&[64], 1.0, 0.1)?;
+        // Largest |a - e| / (1 + |e|): the fast erf is within 4e-7 absolute, so GELU is within
+        // 2e-7 |x| of the exact form.
+        let max_diff = |a: &Tensor, e: &Tensor| -> Result<f32> {
+            ((a - e)?.abs()? / (e.abs()? + 1.0)?)?
+                .flatten_all()?
+                .max(0)?
+                .to_scalar::<f32>()
+        };
+        assert!(max_diff(&bias_add(&x, &b, true)?, &bias_add(&x, &b, false)?)? < 1e-6);
+        assert!(max_diff(&bias_gelu(&x, &b, true)?, &bias_gelu(&x, &b, false)?)? < 1e-6);
+        assert!(max_diff(&gelu_erf(&x, true)?, &gelu_erf(&x, false)?)? < 1e-6);
+        let ln_fast = layer_norm(&x, Some((&w, &b)), 1e-6, true)?;
+        assert!(max_diff(&ln_fast, &layer_norm(&x, Some((&w, &b)), 1e-6, false)?)? < 1e-5);
+        assert!(
+            max_diff(
+                &layer_norm(&x, None, 1e-6, true)?,
+                &layer_norm_plain(&x, 1e-6)?
+            )? < 1e-5
+        );
+        let sc = randn(&[3, 64], 0.0, 1.0)?;
+        let sh = randn(&[3, 64], 0.0, 1.0)?;
+        let gr = gated_residual(&x, &x, &sc, true)?;
+        assert!(max_diff(&gr, &gated_residual(&x, &x, &sc, false)?)? < 1e-6);
+        let m_fast = ln_modulate(&x, &sc, &sh, 1e-6, true)?;
+        assert!(max_diff(&m_fast, &ln_modulate(&x, &sc, &sh, 1e-6, false)?)? < 1e-5);
+        // Residual linear (210 rows, 64 -> 48): the fused op accumulates the product into
+        // `residual + b`, the plain path adds the three; both are f32 sums of the same terms.
+        let x2 = x.reshape((210, 64))?;
+        let wl = randn(&[48, 64], 0.0, 0.2)?;
+        let bl = randn(&[48], 0.0, 1.0)?;
+        let res = randn(&[210, 48], 0.0, 1.0)?;
+        let lr_fast = linear_residual(&x2, &wl, &bl, &res, true)?;
+        assert!(max_diff(&lr_fast, &linear_residual(&x2, &wl, &bl, &res, false)?)? < 1e-5);
+        let logits = randn(&[3, 4, 70, 70], 0.0, 3.0)?;
+        let bias = randn(&[3, 70], 0.0, 1.0)?;
+        let s_fast = attention_softmax(&logits, Some(&bias), true)?;
+        assert!(max_diff(&s_fast, &attention_softmax(&logits, Some(&bias), false)?)? < 1e-6);
+        Ok(())
+    }
+}
