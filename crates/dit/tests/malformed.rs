@@ -17,8 +17,8 @@ use dit::{Dit, DitConfig, Variant};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use test_fixtures::mutate::{
-    Campaign, CappedAlloc, Draw, Field, SPECIAL_VALUES, Scratch, measure, mutate_bytes,
-    mutate_pickle, mutate_safetensors, pickle_ops, set_field, stored_zip, tracking,
+    Campaign, CappedAlloc, Field, SPECIAL_VALUES, Scratch, measure, mutate_bytes,
+    mutate_safetensors, mutate_torch_members, pickle_ops, set_field, stored_zip, tracking,
     truncation_lengths, zip_fields, zip_members,
 };
 use test_fixtures::{Fixture, fixture_path};
@@ -262,39 +262,6 @@ fn load(path: &Path, bytes: &[u8], cfg: &DitConfig) -> anyhow::Result<Dit> {
     Ok(Dit::from_checkpoint(path, cfg, &Device::Cpu)?)
 }
 
-/// One member-level mutation: the pickle (most cases), a storage record, or a member name.
-fn mutate_members(
-    parts: &[(String, Vec<u8>)],
-    draw: &mut impl Draw,
-) -> (String, Vec<(String, Vec<u8>)>) {
-    let mut m = parts.to_vec();
-    let what = match draw.below(8) {
-        0 => {
-            let k = 1 + draw.below(m.len() - 1);
-            let (w, b) = mutate_bytes(&m[k].1, &[], draw);
-            m[k].1 = b;
-            format!("member {}: {w}", m[k].0)
-        }
-        1 => {
-            let k = draw.below(m.len());
-            let (w, b) = mutate_bytes(m[k].0.as_bytes(), &[], draw);
-            m[k].0 = String::from_utf8_lossy(&b).into_owned();
-            format!("member {k} name: {w}")
-        }
-        _ => {
-            let (mut w, mut b) = mutate_pickle(&m[0].1, draw);
-            if draw.below(4) == 0 {
-                let (w2, b2) = mutate_pickle(&b, draw);
-                w = format!("{w}; {w2}");
-                b = b2;
-            }
-            m[0].1 = b;
-            format!("data.pkl: {w}")
-        }
-    };
-    (what, m)
-}
-
 #[test]
 fn allocations_are_counted() {
     assert!(tracking(), "the counting allocator must be installed");
@@ -344,7 +311,7 @@ fn small_checkpoints_survive_mutations() -> anyhow::Result<()> {
         });
     }
     for i in 0..2500 {
-        let (what, m) = mutate_members(&parts, &mut draw);
+        let (what, m) = mutate_torch_members(&parts, &mut draw);
         let b = stored_zip(&m);
         campaign.case(&format!("#{i}: {what}"), b.len(), || load(&path, &b, &cfg));
     }
@@ -378,7 +345,7 @@ fn reference_checkpoint_survives_mutations() -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(0x4ef_c4e7);
     let mut draw = || rng.next_u64();
     for i in 0..150 {
-        let (what, m) = mutate_members(&parts, &mut draw);
+        let (what, m) = mutate_torch_members(&parts, &mut draw);
         let b = stored_zip(&m);
         campaign.case(&format!("#{i}: {what}"), b.len(), || load(&path, &b, &cfg));
     }

@@ -1680,6 +1680,46 @@ impl Drop for Scratch {
     }
 }
 
+/// One member-level mutation of a `torch.save` zip whose first member is `data.pkl`: the
+/// pickle (most cases), a storage record, a member name, or a member deleted. `parts` holds at
+/// least two members.
+pub fn mutate_torch_members(
+    parts: &[(String, Vec<u8>)],
+    d: &mut impl Draw,
+) -> (String, Vec<(String, Vec<u8>)>) {
+    let mut m = parts.to_vec();
+    let what = match d.below(10) {
+        0 | 1 => {
+            let k = 1 + d.below(m.len() - 1);
+            let (w, b) = mutate_bytes(&m[k].1, &[], d);
+            m[k].1 = b;
+            format!("member {}: {w}", m[k].0)
+        }
+        2 => {
+            let k = d.below(m.len());
+            let (w, b) = mutate_bytes(m[k].0.as_bytes(), &[], d);
+            m[k].0 = String::from_utf8_lossy(&b).into_owned();
+            format!("member {k} name: {w}")
+        }
+        3 => {
+            let k = 1 + d.below(m.len() - 1);
+            let gone = m.remove(k);
+            format!("member {} deleted", gone.0)
+        }
+        _ => {
+            let (mut w, mut b) = mutate_pickle(&m[0].1, d);
+            if d.below(4) == 0 {
+                let (w2, b2) = mutate_pickle(&b, d);
+                w = format!("{w}; {w2}");
+                b = b2;
+            }
+            m[0].1 = b;
+            format!("data.pkl: {w}")
+        }
+    };
+    (what, m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

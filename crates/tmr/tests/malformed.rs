@@ -15,9 +15,9 @@ use std::path::Path;
 
 use candle::Device;
 use test_fixtures::mutate::{
-    Campaign, CappedAlloc, Draw, SPECIAL_VALUES, Scratch, SplitMix64, mutate_bytes, mutate_pickle,
-    pickle_fields, set_field, stored_zip, torch_state_dict, tracking, truncation_lengths,
-    zip_fields, zip_members,
+    Campaign, CappedAlloc, Draw, SPECIAL_VALUES, Scratch, SplitMix64, mutate_bytes,
+    mutate_torch_members, pickle_fields, set_field, stored_zip, torch_state_dict, tracking,
+    truncation_lengths, zip_fields, zip_members,
 };
 use test_fixtures::{Fixture, fixture_path};
 use tmr::{ActorEncoderConfig, Tmr, TmrConfig};
@@ -75,45 +75,6 @@ fn load(motion: &Path, text: &Path, bytes: &[u8], cfg: &TmrConfig) -> anyhow::Re
     )?)
 }
 
-/// One member-level mutation: the pickle (most cases), a storage record, a member name, or a
-/// member deleted.
-fn mutate_members(
-    parts: &[(String, Vec<u8>)],
-    d: &mut impl Draw,
-) -> (String, Vec<(String, Vec<u8>)>) {
-    let mut m = parts.to_vec();
-    let what = match d.below(10) {
-        0 | 1 => {
-            let k = 1 + d.below(m.len() - 1);
-            let (w, b) = mutate_bytes(&m[k].1, &[], d);
-            m[k].1 = b;
-            format!("member {}: {w}", m[k].0)
-        }
-        2 => {
-            let k = d.below(m.len());
-            let (w, b) = mutate_bytes(m[k].0.as_bytes(), &[], d);
-            m[k].0 = String::from_utf8_lossy(&b).into_owned();
-            format!("member {k} name: {w}")
-        }
-        3 => {
-            let k = 1 + d.below(m.len() - 1);
-            let gone = m.remove(k);
-            format!("member {} deleted", gone.0)
-        }
-        _ => {
-            let (mut w, mut b) = mutate_pickle(&m[0].1, d);
-            if d.below(4) == 0 {
-                let (w2, b2) = mutate_pickle(&b, d);
-                w = format!("{w}; {w2}");
-                b = b2;
-            }
-            m[0].1 = b;
-            format!("data.pkl: {w}")
-        }
-    };
-    (what, m)
-}
-
 #[test]
 fn allocations_are_counted() {
     assert!(tracking(), "the counting allocator must be installed");
@@ -156,7 +117,7 @@ fn tiny_encoder_state_dicts_survive_mutations() -> anyhow::Result<()> {
         });
     }
     for i in 0..2000 {
-        let (what, m) = mutate_members(&parts, &mut draw);
+        let (what, m) = mutate_torch_members(&parts, &mut draw);
         let b = stored_zip(&m);
         campaign.case(&format!("#{i}: {what}"), b.len(), || {
             load(&motion, &text, &b, &cfg)
@@ -227,7 +188,7 @@ fn the_reference_encoder_survives_a_few_mutations() -> anyhow::Result<()> {
     let mut g = SplitMix64(0x4ef_7e4c);
     let mut draw = || g.next_u64();
     for i in 0..40 {
-        let (what, m) = mutate_members(&parts, &mut draw);
+        let (what, m) = mutate_torch_members(&parts, &mut draw);
         let b = stored_zip(&m);
         campaign.case(&format!("#{i}: {what}"), b.len(), || {
             load(&motion, &text, &b, &cfg)
