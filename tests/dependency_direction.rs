@@ -15,7 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("diffusion", &["kernels", "tensor-io"]),
     ("dit", &["diffusion", "kernels", "tensor-io"]),
     ("metrics", &["tensor-io"]),
-    ("tmr", &["smpl", "motion-repr", "tensor-io"]),
+    ("tmr", &["kernels", "smpl", "motion-repr", "tensor-io"]),
     ("motion-viz", &["smpl", "motion-repr", "tensor-io"]),
     ("motion-export", &["smpl", "tensor-io"]),
     ("test-fixtures", &[]),

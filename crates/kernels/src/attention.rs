@@ -67,7 +67,7 @@ unsafe fn softmax_row_avx2(row: &mut [f32], bias: Option<&[f32]>) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn exp16(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+pub(crate) fn exp16(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
     let xc = _mm512_max_ps(
         _mm512_min_ps(x, _mm512_set1_ps(88.0)),
@@ -91,6 +91,35 @@ fn exp16(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     let pow2 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(ni));
     let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(-87.0));
     _mm512_maskz_mul_ps(keep, e, pow2)
+}
+
+/// `exp_f32` on 8 AVX2 lanes (the same computation as `exp16`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(crate) fn exp8(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let xc = _mm256_max_ps(
+        _mm256_min_ps(x, _mm256_set1_ps(88.0)),
+        _mm256_set1_ps(-87.0),
+    );
+    let magic = _mm256_set1_ps(12_582_912.0);
+    let t = _mm256_fmadd_ps(xc, _mm256_set1_ps(std::f32::consts::LOG2_E), magic);
+    let n = _mm256_sub_ps(t, magic);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), xc);
+    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.121_944_4e-4), r);
+    let r2 = _mm256_mul_ps(r, r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.398_199_9e-3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.666_666_5e-1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5));
+    let e = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+    let ni = _mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127 - 0x4B40_0000));
+    let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(ni));
+    let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(-87.0));
+    _mm256_and_ps(_mm256_mul_ps(e, pow2), keep)
 }
 
 /// [`softmax_row`] on 16-lane AVX-512 vectors (masked tail), max / sum reduced across lanes.
@@ -285,66 +314,34 @@ impl CustomOp3 for FusedAttention {
             let mut pair = first;
             while pair < pairs {
                 let (bi, hi) = (pair / h, pair % h);
-                let qp = q[q0 + bi * qbs + hi * dh..].as_ptr();
-                let kp = k[k0 + bi * kbs + hi * dh..].as_ptr();
-                let vp = v[v0 + bi * vbs + hi * dh..].as_ptr();
-                // SAFETY: the views were bounds-checked in `view3`; `s` holds nq * nk values;
-                // the output block (rows bi*nq.., columns hi*dh..hi*dh+dh, row stride d) lies
-                // inside `out` and no other pair writes it.
-                unsafe {
-                    gemm::gemm(
-                        nq,
-                        nk,
-                        dh,
-                        s.as_mut_ptr(),
-                        1,
-                        nk as isize,
-                        false,
-                        qp,
-                        1,
-                        qrs as isize,
-                        kp,
-                        krs as isize,
-                        1,
-                        0.0,
-                        scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
                 let bias = if self.bias.is_empty() {
                     None
                 } else {
                     Some(&self.bias[bi * nk..(bi + 1) * nk])
                 };
-                for row in s.chunks_exact_mut(nk) {
-                    softmax_row(row, bias, level);
-                }
-                // SAFETY: as above.
+                // SAFETY: the views were bounds-checked in `view3`; the output block (rows
+                // bi*nq.., columns hi*dh..hi*dh+dh, row stride d) lies inside `out` and no
+                // other pair writes it.
                 unsafe {
-                    let op = out_ptr.ptr().add(bi * nq * d + hi * dh);
-                    gemm::gemm(
-                        nq,
-                        dh,
-                        nk,
-                        op,
-                        1,
-                        d as isize,
+                    attend(
+                        Pair {
+                            q: q[q0 + bi * qbs + hi * dh..].as_ptr(),
+                            q_stride: qrs,
+                            k: k[k0 + bi * kbs + hi * dh..].as_ptr(),
+                            k_stride: krs,
+                            v: v[v0 + bi * vbs + hi * dh..].as_ptr(),
+                            v_stride: vrs,
+                            out: out_ptr.ptr().add(bi * nq * d + hi * dh),
+                            out_stride: d,
+                            nq,
+                            nk,
+                            dh,
+                        },
+                        scale,
+                        bias,
                         false,
-                        s.as_ptr(),
-                        1,
-                        nk as isize,
-                        vp,
-                        1,
-                        vrs as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        &mut s,
+                        level,
                     );
                 }
                 pair += step;
@@ -353,6 +350,280 @@ impl CustomOp3 for FusedAttention {
         crate::ops::run_blocks(threads, true, |t| work(t, threads));
         Ok((CpuStorage::F32(out), Shape::from_dims(&[b, nq, d])))
     }
+}
+
+/// One (sample or segment, head) pair of an attention call: where its queries, keys, values
+/// and output columns start, their row strides, and the sizes.
+struct Pair {
+    q: *const f32,
+    q_stride: usize,
+    k: *const f32,
+    k_stride: usize,
+    v: *const f32,
+    v_stride: usize,
+    out: *mut f32,
+    out_stride: usize,
+    nq: usize,
+    nk: usize,
+    dh: usize,
+}
+
+/// Number of keys query row `r` of `nq` may see out of `nk` under a causal mask (the queries
+/// are the last `nq` positions of the `nk`): `nk - nq + r + 1`.
+#[inline]
+pub(crate) fn causal_keys(r: usize, nq: usize, nk: usize) -> usize {
+    (nk + r + 1).saturating_sub(nq).min(nk)
+}
+
+/// `out = softmax(scale Q K^T + bias [, causal]) V` for one pair, with the `[nq, nk]` scores in
+/// `s` (at least `nq * nk` floats). Masked-out keys (causal) get probability exactly 0.
+///
+/// # Safety
+/// Every pointer of `p` must be valid for the rows and `dh` columns it is read or written at
+/// with its stride; no other thread may write the output block; under `causal`, `nk >= nq`.
+unsafe fn attend(
+    p: Pair,
+    scale: f32,
+    bias: Option<&[f32]>,
+    causal: bool,
+    s: &mut [f32],
+    level: SimdLevel,
+) {
+    let Pair {
+        q,
+        q_stride,
+        k,
+        k_stride,
+        v,
+        v_stride,
+        out,
+        out_stride,
+        nq,
+        nk,
+        dh,
+    } = p;
+    if nq == 0 {
+        return;
+    }
+    let s = &mut s[..nq * nk];
+    // SAFETY: the caller's contract on the pointers; `s` holds nq * nk values.
+    unsafe {
+        gemm::gemm(
+            nq,
+            nk,
+            dh,
+            s.as_mut_ptr(),
+            1,
+            nk as isize,
+            false,
+            q,
+            1,
+            q_stride as isize,
+            k,
+            k_stride as isize,
+            1,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    for (r, row) in s.chunks_exact_mut(nk).enumerate() {
+        if causal {
+            let seen = causal_keys(r, nq, nk);
+            let (head, tail) = row.split_at_mut(seen);
+            softmax_row(head, bias, level);
+            tail.fill(0.0);
+        } else {
+            softmax_row(row, bias, level);
+        }
+    }
+    // SAFETY: as above.
+    unsafe {
+        gemm::gemm(
+            nq,
+            dh,
+            nk,
+            out,
+            1,
+            out_stride as isize,
+            false,
+            s.as_ptr(),
+            1,
+            nk as isize,
+            v,
+            1,
+            v_stride as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// A `[N, W]` row view with unit last stride (e.g. a column block of a packed projection).
+fn view2<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<(&'a [f32], usize, usize)> {
+    let data = match s {
+        CpuStorage::F32(d) => d.as_slice(),
+        _ => candle::bail!("packed attention {what}: expected f32"),
+    };
+    let (n, w) = l.shape().dims2()?;
+    let st = l.stride();
+    if w > 1 && st[1] != 1 {
+        candle::bail!("packed attention {what}: last dim must be contiguous, strides {st:?}")
+    }
+    let start = l.start_offset();
+    if n > 0 && start + (n - 1) * st[0] + w > data.len() {
+        candle::bail!("packed attention {what}: view out of bounds")
+    }
+    Ok((&data[start..], st[0], w))
+}
+
+/// Attention over variable-length sequences packed row after row (no padding): sequence `i`
+/// has query rows `q_offsets[i]..q_offsets[i + 1]` and key / value rows
+/// `kv_offsets[i]..kv_offsets[i + 1]`.
+pub(crate) struct PackedAttention {
+    pub(crate) heads: usize,
+    pub(crate) q_offsets: Vec<usize>,
+    pub(crate) kv_offsets: Vec<usize>,
+    pub(crate) causal: bool,
+}
+
+impl CustomOp3 for PackedAttention {
+    fn name(&self) -> &'static str {
+        "kernels-packed-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sq: &CpuStorage,
+        lq: &Layout,
+        sk: &CpuStorage,
+        lk: &Layout,
+        sv: &CpuStorage,
+        lv: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (q, qrs, d) = view2(sq, lq, "q")?;
+        let (k, krs, dk) = view2(sk, lk, "k")?;
+        let (v, vrs, dv) = view2(sv, lv, "v")?;
+        let (nq_all, nk_all) = (lq.dims()[0], lk.dims()[0]);
+        let h = self.heads;
+        if dk != d || dv != d || lv.dims()[0] != nk_all || h == 0 || d % h != 0 {
+            candle::bail!(
+                "packed attention: q {:?}, k {:?}, v {:?} with {h} heads do not fit",
+                lq.dims(),
+                lk.dims(),
+                lv.dims()
+            )
+        }
+        check_offsets(
+            &self.q_offsets,
+            &self.kv_offsets,
+            nq_all,
+            nk_all,
+            self.causal,
+        )?;
+        let segments = self.q_offsets.len() - 1;
+        let dh = d / h;
+        let scale = 1.0 / (dh as f32).sqrt();
+        let mut out = vec![0f32; nq_all * d];
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        let scratch = (0..segments)
+            .map(|i| {
+                (self.q_offsets[i + 1] - self.q_offsets[i])
+                    * (self.kv_offsets[i + 1] - self.kv_offsets[i])
+            })
+            .max()
+            .unwrap_or(0);
+        let pairs = segments * h;
+        let threads = candle::utils::get_num_threads().clamp(1, pairs.max(1));
+        let level = crate::simd::active();
+        let work = |first: usize| {
+            let mut s = vec![0f32; scratch];
+            let mut pair = first;
+            while pair < pairs {
+                let (si, hi) = (pair / h, pair % h);
+                let (q_start, k_start) = (self.q_offsets[si], self.kv_offsets[si]);
+                let nq = self.q_offsets[si + 1] - q_start;
+                let nk = self.kv_offsets[si + 1] - k_start;
+                if nq > 0 {
+                    // SAFETY: `view2` checked that rows 0..N of every view lie in its data;
+                    // `check_offsets` that the segments are in range (and, causal, nk >= nq);
+                    // the output block (rows q_start.., columns hi*dh.., stride d) lies in
+                    // `out` and belongs to this pair alone.
+                    unsafe {
+                        attend(
+                            Pair {
+                                q: q.as_ptr().add(q_start * qrs + hi * dh),
+                                q_stride: qrs,
+                                k: k.as_ptr().add(k_start * krs + hi * dh),
+                                k_stride: krs,
+                                v: v.as_ptr().add(k_start * vrs + hi * dh),
+                                v_stride: vrs,
+                                out: out_ptr.ptr().add(q_start * d + hi * dh),
+                                out_stride: d,
+                                nq,
+                                nk,
+                                dh,
+                            },
+                            scale,
+                            None,
+                            self.causal,
+                            &mut s,
+                            level,
+                        );
+                    }
+                }
+                pair += threads;
+            }
+        };
+        crate::ops::run_blocks(threads, pairs > 1, work);
+        Ok((CpuStorage::F32(out), Shape::from_dims(&[nq_all, d])))
+    }
+}
+
+/// Checks cumulative row offsets of the query and key sequences: equally many, from 0,
+/// non-decreasing, ending at the row counts; every sequence with queries has keys (causal: at
+/// least as many keys as queries).
+pub(crate) fn check_offsets(
+    q_offsets: &[usize],
+    kv_offsets: &[usize],
+    nq: usize,
+    nk: usize,
+    causal: bool,
+) -> Result<()> {
+    let well_formed = |o: &[usize], n: usize| {
+        o.len() >= 2 && o[0] == 0 && o.windows(2).all(|w| w[0] <= w[1]) && o[o.len() - 1] == n
+    };
+    if q_offsets.len() != kv_offsets.len()
+        || !well_formed(q_offsets, nq)
+        || !well_formed(kv_offsets, nk)
+    {
+        candle::bail!(
+            "packed attention: offsets {q_offsets:?} (queries, {nq} rows) and {kv_offsets:?} \
+             (keys, {nk} rows) must be equally long cumulative row counts from 0 to the row count"
+        )
+    }
+    for (i, (qw, kw)) in q_offsets.windows(2).zip(kv_offsets.windows(2)).enumerate() {
+        let (sq, sk) = (qw[1] - qw[0], kw[1] - kw[0]);
+        if sq > 0 && (sk == 0 || (causal && sk < sq)) {
+            candle::bail!(
+                "packed attention: sequence {i} has {sq} queries and {sk} keys (need at least \
+                 one key{})",
+                if causal {
+                    ", and no fewer keys than queries under a causal mask"
+                } else {
+                    ""
+                }
+            )
+        }
+    }
+    Ok(())
 }
 
 /// Fused inference attention on views `q: [B, Nq, D]`, `k, v: [B, Nk, D]` (last dim

@@ -538,7 +538,10 @@ impl CustomOp3 for LinearGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        GemmLinear { gelu: false }.cpu_fwd(s1, l1, s2, l2, s3, l3)
+        GemmLinear {
+            act: crate::ops::Activation::Identity,
+        }
+        .cpu_fwd(s1, l1, s2, l2, s3, l3)
     }
     fn bwd(
         &self,
@@ -770,7 +773,10 @@ impl CustomOp3 for LinearGeluGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (z, shape) = GemmLinear { gelu: false }.cpu_fwd(s1, l1, s2, l2, s3, l3)?;
+        let (z, shape) = GemmLinear {
+            act: crate::ops::Activation::Identity,
+        }
+        .cpu_fwd(s1, l1, s2, l2, s3, l3)?;
         let CpuStorage::F32(z) = z else {
             candle::bail!("linear_gelu: expected an f32 product")
         };
@@ -1494,7 +1500,7 @@ pub fn attention(
         .reshape((b, heads, nq, nk))?;
     let mut p = crate::ops::attention_softmax(&logits, bias, false)?;
     if let Some(keep) = keep {
-        p = p.mul(&Tensor::from_vec(keep, p.shape(), p.device())?)?;
+        p = p.mul(&Tensor::from_vec(keep, p.shape(), p.device())?.to_dtype(p.dtype())?)?;
     }
     p.reshape((b * heads, nq, nk))?
         .matmul(&vh)?

@@ -17,7 +17,7 @@ use crate::simd::SimdLevel;
 /// Raw output pointer shared by worker threads that write disjoint elements.
 #[derive(Clone, Copy)]
 pub(crate) struct OutPtr(pub(crate) *mut f32);
-// SAFETY: only dereferenced at disjoint positions by the threads of one `std::thread::scope`,
+// SAFETY: only dereferenced at disjoint positions by the blocks of one `run_blocks` call,
 // which all end before the buffer is used again.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
@@ -29,11 +29,11 @@ impl OutPtr {
     }
 }
 
-/// Rows of work below which a kernel stays on one thread (thread start-up costs ~20 us).
+/// Elements below which a kernel stays on one thread (waking the pool costs microseconds).
 const MIN_PARALLEL_ELEMS: usize = 1 << 15;
 
 /// Runs `f(row_start, dst_chunk)` over `dst` split in whole rows of `row` elements, on up to
-/// `candle::utils::get_num_threads()` threads.
+/// `candle::utils::get_num_threads()` threads of the shared pool ([`run_blocks`]).
 pub(crate) fn par_rows(dst: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     let rows = dst.len().checked_div(row).unwrap_or(0);
     let threads = candle::utils::get_num_threads().max(1).min(rows.max(1));
@@ -42,22 +42,17 @@ pub(crate) fn par_rows(dst: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]
         return;
     }
     let per = rows.div_ceil(threads);
-    std::thread::scope(|s| {
-        let f = &f;
-        let mut rest = dst;
-        let mut start = 0;
-        while !rest.is_empty() {
-            let n = (per * row).min(rest.len());
-            let (head, tail) = rest.split_at_mut(n);
-            rest = tail;
-            let r0 = start;
-            start += n / row;
-            if rest.is_empty() {
-                f(r0, head);
-            } else {
-                s.spawn(move || f(r0, head));
-            }
-        }
+    let blocks = rows.div_ceil(per);
+    let len = dst.len();
+    let base = OutPtr(dst.as_mut_ptr());
+    run_blocks(blocks, true, |t| {
+        let r0 = t * per;
+        let n = (per * row).min(len - r0 * row);
+        // SAFETY: block t covers elements r0 * row .. r0 * row + n of `dst`, which lie inside
+        // it and are disjoint from every other block's; `dst` is exclusively borrowed for the
+        // duration of `run_blocks`, which returns only after every block has finished.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(base.ptr().add(r0 * row), n) };
+        f(r0, chunk)
     });
 }
 
@@ -126,6 +121,74 @@ unsafe fn gelu_in_place_avx2(xs: &mut [f32]) {
 fn gelu_in_place_generic(xs: &mut [f32]) {
     for v in xs.iter_mut() {
         *v = gelu_erf_f32(*v);
+    }
+}
+
+/// `x sigmoid(1.702 x)` (CLIP's "quick GELU") for one value, with the fast `exp`.
+#[inline(always)]
+pub fn quick_gelu_f32(x: f32) -> f32 {
+    x / (1.0 + crate::attention::exp_f32(-1.702 * x))
+}
+
+/// Quick GELU over a slice in place, on 16 / 8 lanes where the CPU allows it.
+pub(crate) fn quick_gelu_in_place(xs: &mut [f32], level: SimdLevel) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let level = level.min(SimdLevel::detected());
+        if level >= SimdLevel::Avx512 {
+            // SAFETY: the CPU supports AVX-512F (`detected`).
+            unsafe { quick_gelu_avx512(xs) };
+            return;
+        }
+        if level >= SimdLevel::Avx2 {
+            // SAFETY: the CPU supports AVX2 and FMA (`detected`).
+            unsafe { quick_gelu_avx2(xs) };
+            return;
+        }
+    }
+    let _ = level;
+    for v in xs.iter_mut() {
+        *v = quick_gelu_f32(*v);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn quick_gelu_avx512(xs: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut chunks = xs.chunks_exact_mut(16);
+    let k = _mm512_set1_ps(-1.702);
+    let one = _mm512_set1_ps(1.0);
+    for c in &mut chunks {
+        // SAFETY: `c` holds exactly 16 floats.
+        unsafe {
+            let x = _mm512_loadu_ps(c.as_ptr());
+            let e = crate::attention::exp16(_mm512_mul_ps(x, k));
+            _mm512_storeu_ps(c.as_mut_ptr(), _mm512_div_ps(x, _mm512_add_ps(one, e)));
+        }
+    }
+    for v in chunks.into_remainder() {
+        *v = quick_gelu_f32(*v);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quick_gelu_avx2(xs: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut chunks = xs.chunks_exact_mut(8);
+    let k = _mm256_set1_ps(-1.702);
+    let one = _mm256_set1_ps(1.0);
+    for c in &mut chunks {
+        // SAFETY: `c` holds exactly 8 floats.
+        unsafe {
+            let x = _mm256_loadu_ps(c.as_ptr());
+            let e = crate::attention::exp8(_mm256_mul_ps(x, k));
+            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_div_ps(x, _mm256_add_ps(one, e)));
+        }
+    }
+    for v in chunks.into_remainder() {
+        *v = quick_gelu_f32(*v);
     }
 }
 
@@ -364,7 +427,7 @@ impl CustomOp2 for BiasSoftmax {
 /// with the bias rows and `gemm` accumulates the product into it, so the bias costs no extra
 /// pass; GELU runs on the result while it is hot. `x: [N, in]`, `W: [out, in]`, `b: [out]`.
 pub(crate) struct GemmLinear {
-    pub(crate) gelu: bool,
+    pub(crate) act: Activation,
 }
 
 impl CustomOp3 for GemmLinear {
@@ -400,9 +463,13 @@ impl CustomOp3 for GemmLinear {
             }
         });
         gemm_acc(&mut dst, x, w, n, d_in, d_out);
-        if self.gelu {
-            let level = crate::simd::active();
-            par_rows(&mut dst, 1, |_, out| gelu_in_place(out, level));
+        let level = crate::simd::active();
+        match self.act {
+            Activation::Identity => {}
+            Activation::GeluErf => par_rows(&mut dst, 1, |_, out| gelu_in_place(out, level)),
+            Activation::QuickGelu => {
+                par_rows(&mut dst, 1, |_, out| quick_gelu_in_place(out, level))
+            }
         }
         Ok((CpuStorage::F32(dst), Shape::from_dims(&[n, d_out])))
     }
@@ -443,13 +510,59 @@ pub(crate) fn check_linear(op: &str, x: &Tensor, w: &Tensor, b: &Tensor) -> Resu
 /// # Errors
 /// When the shapes do not fit (`x: [N, in]`, `w: [out, in]`, `b: [out]`, `in, out >= 1`).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, gelu: bool, fast: bool) -> Result<Tensor> {
+    let act = if gelu {
+        Activation::GeluErf
+    } else {
+        Activation::Identity
+    };
+    linear_act(x, w, b, act, fast)
+}
+
+/// Activation fused into [`linear_act`] as an epilogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// None.
+    Identity,
+    /// Exact-form GELU `0.5 x (1 + erf(x / sqrt 2))`.
+    GeluErf,
+    /// The sigmoid approximation of GELU used by OpenAI's CLIP, `x sigmoid(1.702 x)`.
+    QuickGelu,
+}
+
+impl Activation {
+    /// The activation with plain differentiable candle ops.
+    pub fn apply_plain(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Identity => Ok(x.clone()),
+            Activation::GeluErf => x.gelu_erf(),
+            Activation::QuickGelu => x.mul(&sigmoid_plain(&(x * 1.702)?)?),
+        }
+    }
+}
+
+/// `1 / (1 + exp(-x))` with plain candle ops.
+fn sigmoid_plain(x: &Tensor) -> Result<Tensor> {
+    (x.neg()?.exp()? + 1.0)?.recip()
+}
+
+/// `act(x W^T + b)` on 2-D `x: [N, in]` (PyTorch `nn.Linear` layout): one fused op on CPU when
+/// `fast` (no gradient), otherwise differentiable candle ops.
+///
+/// # Errors
+/// When the shapes do not fit (`x: [N, in]`, `w: [out, in]`, `b: [out]`, `in, out >= 1`).
+pub fn linear_act(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    act: Activation,
+    fast: bool,
+) -> Result<Tensor> {
     check_linear("linear", x, w, b)?;
     if fast && fast_ok(x) && w.dtype() == DType::F32 {
         x.contiguous()?
-            .apply_op3_no_bwd(&w.contiguous()?, &b.contiguous()?, &GemmLinear { gelu })
+            .apply_op3_no_bwd(&w.contiguous()?, &b.contiguous()?, &GemmLinear { act })
     } else {
-        let y = x.matmul(&w.t()?)?.broadcast_add(b)?;
-        if gelu { y.gelu_erf() } else { Ok(y) }
+        act.apply_plain(&x.matmul(&w.t()?)?.broadcast_add(b)?)
     }
 }
 
@@ -539,20 +652,37 @@ fn gemm_acc(dst: &mut [f32], x: &[f32], w: &[f32], n: usize, d_in: usize, d_out:
     run_blocks(blocks, n * d_out * d_in > 1 << 18, block);
 }
 
-/// Runs `block(t)` for `t` in `0..blocks`: on scoped threads (block 0 on the caller's) when
-/// `parallel` and there is more than one block, else in order on the caller's thread.
+thread_local! {
+    /// Set while this thread runs blocks of a [`run_blocks`] call (nested calls run inline).
+    static IN_BLOCKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `block(t)` for every `t` in `0..blocks`, each exactly once: on the threads of candle's
+/// persistent CPU pool (`candle::utils::barrier_pool`, the caller's thread taking part) when
+/// `parallel` and there is more than one block, else in order on the caller's thread. Blocks
+/// are handed out through a shared counter, so the pool's size does not matter.
+///
+/// Sharing candle's pool (rather than spawning threads per call) costs no thread start-up and
+/// keeps the pool's workers, which spin for a while after every candle op, busy with this work
+/// instead of competing with it for the cores.
 pub(crate) fn run_blocks(blocks: usize, parallel: bool, block: impl Fn(usize) + Sync) {
-    if blocks <= 1 || !parallel {
+    if blocks <= 1 || !parallel || IN_BLOCKS.with(|f| f.get()) {
         (0..blocks).for_each(block);
         return;
     }
-    std::thread::scope(|s| {
-        for t in 1..blocks {
-            let block = &block;
-            s.spawn(move || block(t));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let run = |_: usize| {
+        let was = IN_BLOCKS.with(|f| f.replace(true));
+        loop {
+            let t = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if t >= blocks {
+                break;
+            }
+            block(t);
         }
-        block(0);
-    });
+        IN_BLOCKS.with(|f| f.set(was));
+    };
+    candle::utils::barrier_pool().execute(run);
 }
 
 /// `residual + x W^T + b` (a linear layer closing a residual branch) with one pass over the
@@ -719,6 +849,97 @@ pub fn attention(
         .reshape((b, heads, nq, dh))?
         .transpose(1, 2)?
         .reshape((b, nq, d))
+}
+
+/// Multi-head attention at inference over variable-length sequences packed row after row, with
+/// no padding (the layout of FlashAttention's "varlen" interface): sequence `i` owns query rows
+/// `q_offsets[i]..q_offsets[i + 1]` of `q` and key / value rows
+/// `kv_offsets[i]..kv_offsets[i + 1]` of `k` and `v`, and attends to nothing else. Under
+/// `causal`, the queries of a sequence are its last positions and query `r` of `nq` sees the
+/// first `nk - nq + r + 1` keys (GPT / CLIP-text masking when `nq == nk`). Heads are split
+/// channel-major; on CPU (`f32`) the fused kernel reads views in place (e.g. column blocks of
+/// one `[N, 3 D]` projection), elsewhere plain candle ops per sequence.
+///
+/// # Shapes
+/// `q: [Nq, D]`, `k`, `v`: `[Nk, D]` -> `[Nq, D]`; offsets: `S + 1` cumulative row counts from 0
+/// to `Nq` (resp. `Nk`); `heads` dividing `D`; every sequence with queries has keys (causal: at
+/// least as many as queries). Anything else is an error.
+pub fn packed_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    q_offsets: &[usize],
+    kv_offsets: &[usize],
+    causal: bool,
+) -> Result<Tensor> {
+    let fits = match (q.dims(), k.dims()) {
+        (&[_, d], &[_, kd]) => {
+            kd == d && v.dims() == k.dims() && heads > 0 && d > 0 && d % heads == 0
+        }
+        _ => false,
+    };
+    require(fits, "packed_attention", || {
+        format!(
+            "q {:?}, k {:?}, v {:?}, {heads} heads: expected [Nq, D], [Nk, D], [Nk, D] with \
+             1 <= heads dividing D >= 1",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        )
+    })?;
+    let (nq, d) = q.dims2()?;
+    let nk = k.dim(0)?;
+    crate::attention::check_offsets(q_offsets, kv_offsets, nq, nk, causal)?;
+    if fast_ok(q) && fast_ok(k) && fast_ok(v) {
+        return q.apply_op3_no_bwd(
+            k,
+            v,
+            &crate::attention::PackedAttention {
+                heads,
+                q_offsets: q_offsets.to_vec(),
+                kv_offsets: kv_offsets.to_vec(),
+                causal,
+            },
+        );
+    }
+    let mut parts = Vec::with_capacity(q_offsets.len() - 1);
+    for (qw, kw) in q_offsets.windows(2).zip(kv_offsets.windows(2)) {
+        let (sq, sk) = (qw[1] - qw[0], kw[1] - kw[0]);
+        if sq == 0 {
+            continue;
+        }
+        let qs = q.narrow(0, qw[0], sq)?.unsqueeze(0)?;
+        let ks = k.narrow(0, kw[0], sk)?.unsqueeze(0)?;
+        let vs = v.narrow(0, kw[0], sk)?.unsqueeze(0)?;
+        let out = if causal {
+            let dh = d / heads;
+            let split = |x: &Tensor, n: usize| -> Result<Tensor> {
+                x.reshape((n, heads, dh))?.transpose(0, 1)?.contiguous()
+            };
+            let logits = (split(&qs.squeeze(0)?, sq)? * (1.0 / (dh as f64).sqrt()))?
+                .matmul(&split(&ks.squeeze(0)?, sk)?.t()?)?;
+            let mask: Vec<f32> = (0..sq)
+                .flat_map(|r| {
+                    let seen = crate::attention::causal_keys(r, sq, sk);
+                    (0..sk).map(move |j| if j < seen { 0.0 } else { f32::NEG_INFINITY })
+                })
+                .collect();
+            let mask = Tensor::from_vec(mask, (1, sq, sk), q.device())?.to_dtype(q.dtype())?;
+            attention_softmax(&logits.broadcast_add(&mask)?.unsqueeze(0)?, None, false)?
+                .squeeze(0)?
+                .matmul(&split(&vs.squeeze(0)?, sk)?)?
+                .transpose(0, 1)?
+                .reshape((sq, d))?
+        } else {
+            attention(&qs, &ks, &vs, heads, None)?.squeeze(0)?
+        };
+        parts.push(out);
+    }
+    if parts.is_empty() {
+        return Tensor::zeros((0, d), q.dtype(), q.device());
+    }
+    Tensor::cat(&parts, 0)
 }
 
 /// Whether the fused CPU kernels apply to this tensor.

@@ -16,8 +16,9 @@
 //! Mask convention: 1 = valid frame / token. Padded positions are zeroed before the projection,
 //! so their content (even NaN or infinite garbage) never reaches the result.
 
-use candle::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle::{DType, Device, Result, Tensor};
+use candle_nn::VarBuilder;
+use kernels::{grad, ops};
 use rand::Rng;
 use rand::rngs::StdRng;
 
@@ -131,39 +132,43 @@ pub fn sinusoidal_table(rows: usize, d: usize, device: &Device) -> Result<Tensor
     Tensor::from_vec(data, (rows, d), device)
 }
 
-/// Per-call switches of the shared forward code.
-struct Mode<'a> {
-    /// Use differentiable (slower) LayerNorm / softmax.
-    differentiable: bool,
-    /// Dropout probability and its random source (training only).
-    dropout: Option<(f64, &'a mut StdRng)>,
+/// Dropout probability and its random source (training forward only).
+struct Dropout<'a> {
+    p: f64,
+    rng: &'a mut StdRng,
 }
 
-impl Mode<'_> {
-    fn softmax(&self, x: &Tensor) -> Result<Tensor> {
-        if self.differentiable {
-            candle_nn::ops::softmax(x, D::Minus1)
-        } else {
-            candle_nn::ops::softmax_last_dim(x)
+impl Dropout<'_> {
+    /// `n` multipliers, each 0 (probability `p`) or `1 / (1 - p)`, one uniform draw per element
+    /// in row-major order; `None` when `p = 0`.
+    fn keep(&mut self, n: usize) -> Option<Vec<f32>> {
+        if self.p <= 0.0 {
+            return None;
         }
+        let (p, keep) = (self.p, (1.0 / (1.0 - self.p)) as f32);
+        Some(
+            (0..n)
+                .map(|_| {
+                    if self.rng.random::<f64>() < p {
+                        0.0
+                    } else {
+                        keep
+                    }
+                })
+                .collect(),
+        )
     }
 
-    fn dropout(&mut self, x: &Tensor) -> Result<Tensor> {
-        match &mut self.dropout {
-            Some((p, rng)) if *p > 0.0 => {
-                let p = *p;
-                let n = x.elem_count();
-                let keep = (1.0 / (1.0 - p)) as f32;
-                let mask: Vec<f32> = (0..n)
-                    .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
-                    .collect();
-                let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-                x.mul(&mask)
-            }
-            _ => Ok(x.clone()),
+    fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
+        match self.keep(x.elem_count()) {
+            Some(mask) => grad::mask_mul(x, mask, 1),
+            None => Ok(x.clone()),
         }
     }
 }
+
+/// LayerNorm epsilon of PyTorch's `TransformerEncoderLayer`.
+const LN_EPS: f64 = 1e-5;
 
 #[derive(Debug, Clone)]
 struct Norm {
@@ -172,8 +177,6 @@ struct Norm {
 }
 
 impl Norm {
-    const EPS: f64 = 1e-5;
-
     fn new(d: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             weight: vb.get(d, "weight")?,
@@ -181,19 +184,69 @@ impl Norm {
         })
     }
 
-    fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
-        if differentiable {
-            // Hand-written so gradients flow (candle's fused layer_norm has no backward).
-            let mean = x.mean_keepdim(D::Minus1)?;
-            let centered = x.broadcast_sub(&mean)?;
-            let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-            let normed = centered.broadcast_div(&(var + Self::EPS)?.sqrt()?)?;
-            normed
-                .broadcast_mul(&self.weight)?
-                .broadcast_add(&self.bias)
-        } else {
-            candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, Self::EPS as f32)
-        }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::layer_norm(x, Some((&self.weight, &self.bias)), LN_EPS, true)
+    }
+
+    fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+        grad::layer_norm(x, &self.weight, &self.bias, LN_EPS)
+    }
+}
+
+/// A PyTorch `nn.Linear` (`weight [out, in]`, `bias [out]`).
+#[derive(Debug, Clone)]
+struct Dense {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Dense {
+    fn new(d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Self> {
+        let init = candle_nn::init::DEFAULT_KAIMING_NORMAL;
+        let bound = 1.0 / (d_in as f64).sqrt();
+        Ok(Self {
+            weight: vb.get_with_hints((d_out, d_in), "weight", init)?,
+            bias: vb.get_with_hints(
+                d_out,
+                "bias",
+                candle_nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            )?,
+        })
+    }
+
+    /// `x: [N, in]` or `[B, T, in]` -> `[.., out]` (inference kernels).
+    fn forward(&self, x: &Tensor, gelu: bool) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let rows = x.elem_count() / dims.last().copied().unwrap_or(1).max(1);
+        let y = ops::linear(
+            &x.reshape((rows, dims[dims.len() - 1]))?,
+            &self.weight,
+            &self.bias,
+            gelu,
+            true,
+        )?;
+        let mut out = dims;
+        let last = out.len() - 1;
+        out[last] = self.weight.dim(0)?;
+        y.reshape(out)
+    }
+
+    fn forward_train(&self, x: &Tensor, gelu: bool) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let rows = x.elem_count() / dims.last().copied().unwrap_or(1).max(1);
+        let y = grad::linear(
+            &x.reshape((rows, dims[dims.len() - 1]))?,
+            &self.weight,
+            &self.bias,
+            gelu,
+        )?;
+        let mut out = dims;
+        let last = out.len() - 1;
+        out[last] = self.weight.dim(0)?;
+        y.reshape(out)
     }
 }
 
@@ -201,9 +254,9 @@ impl Norm {
 struct EncoderLayer {
     in_proj_weight: Tensor,
     in_proj_bias: Tensor,
-    out_proj: Linear,
-    linear1: Linear,
-    linear2: Linear,
+    out_proj: Dense,
+    linear1: Dense,
+    linear2: Dense,
     norm1: Norm,
     norm2: Norm,
     num_heads: usize,
@@ -217,9 +270,9 @@ impl EncoderLayer {
         Ok(Self {
             in_proj_weight: attn.get((3 * d, d), "in_proj_weight")?,
             in_proj_bias: attn.get(3 * d, "in_proj_bias")?,
-            out_proj: candle_nn::linear(d, d, attn.pp("out_proj"))?,
-            linear1: candle_nn::linear(d, cfg.ff_size, vb.pp("linear1"))?,
-            linear2: candle_nn::linear(cfg.ff_size, d, vb.pp("linear2"))?,
+            out_proj: Dense::new(d, d, attn.pp("out_proj"))?,
+            linear1: Dense::new(d, cfg.ff_size, vb.pp("linear1"))?,
+            linear2: Dense::new(cfg.ff_size, d, vb.pp("linear2"))?,
             norm1: Norm::new(d, vb.pp("norm1"))?,
             norm2: Norm::new(d, vb.pp("norm2"))?,
             num_heads: cfg.num_heads,
@@ -227,67 +280,117 @@ impl EncoderLayer {
         })
     }
 
-    /// One post-norm layer on packed rows.
+    /// One post-norm layer at inference on packed rows.
     ///
-    /// `x [N, d]` holds only the valid positions (tokens included), packed sample by sample;
-    /// `pack` maps them to and from the padded `[B, L]` layout used by attention, whose
-    /// `bias [B, 1, 1, L]` excludes padded keys. Linear layers and the feed-forward run on the
-    /// `N` valid rows only (PyTorch's fast path does the same with nested tensors). When
-    /// `last`, only the two token rows per sample are computed (`[2B, d]` out): nothing else
-    /// reaches the encoder output.
-    fn forward(
+    /// `x [N, d]` holds only the valid positions (tokens included), sample after sample, as
+    /// `pack` describes; attention runs on the packed rows directly (each sample attends to its
+    /// own rows), and so do the linear layers and the feed-forward (PyTorch's fast path does
+    /// the same with nested tensors). When `last`, only the two token rows per sample are
+    /// computed (`[2B, d]` out): nothing else reaches the encoder output.
+    fn forward(&self, x: &Tensor, pack: &Packing, last: bool) -> Result<Tensor> {
+        let (d, h) = (self.d, self.num_heads);
+        let (xq, attn) = if last {
+            let xq = x.index_select(&pack.token_rows, 0)?;
+            let q = ops::linear(
+                &xq,
+                &self.in_proj_weight.narrow(0, 0, d)?,
+                &self.in_proj_bias.narrow(0, 0, d)?,
+                false,
+                true,
+            )?;
+            let kv = ops::linear(
+                x,
+                &self.in_proj_weight.narrow(0, d, 2 * d)?,
+                &self.in_proj_bias.narrow(0, d, 2 * d)?,
+                false,
+                true,
+            )?;
+            let (k, v) = (kv.narrow(1, 0, d)?, kv.narrow(1, d, d)?);
+            let attn =
+                ops::packed_attention(&q, &k, &v, h, &pack.token_offsets, &pack.offsets, false)?;
+            (xq, attn)
+        } else {
+            let qkv = ops::linear(x, &self.in_proj_weight, &self.in_proj_bias, false, true)?;
+            let (q, k, v) = (
+                qkv.narrow(1, 0, d)?,
+                qkv.narrow(1, d, d)?,
+                qkv.narrow(1, 2 * d, d)?,
+            );
+            let attn = ops::packed_attention(&q, &k, &v, h, &pack.offsets, &pack.offsets, false)?;
+            (x.clone(), attn)
+        };
+        let out = &self.out_proj;
+        let x = self.norm1.forward(&ops::linear_residual(
+            &attn,
+            &out.weight,
+            &out.bias,
+            &xq,
+            true,
+        )?)?;
+        let ff = self.linear1.forward(&x, true)?;
+        let (w2, b2) = (&self.linear2.weight, &self.linear2.bias);
+        self.norm2
+            .forward(&ops::linear_residual(&ff, w2, b2, &x, true)?)
+    }
+
+    /// The training form of [`EncoderLayer::forward`]: differentiable fused kernels, dropout
+    /// on the attention weights, the attention output and the feed-forward hidden and output
+    /// layers (PyTorch's `TransformerEncoderLayer`, drawn in that order). Attention runs on the
+    /// padded `[B, L]` layout with `bias [B, L]` excluding padded keys.
+    fn forward_train(
         &self,
         x: &Tensor,
         bias: &Tensor,
         pack: &Packing,
         last: bool,
-        mode: &mut Mode,
+        dropout: &mut Dropout,
     ) -> Result<Tensor> {
-        let (b, l, d) = (pack.b, pack.l, self.d);
-        let (h, dh) = (self.num_heads, self.d / self.num_heads);
-        let wq = self.in_proj_weight.narrow(0, 0, d)?;
-        let wkv = self.in_proj_weight.narrow(0, d, 2 * d)?;
-        let bq = self.in_proj_bias.narrow(0, 0, d)?;
-        let bkv = self.in_proj_bias.narrow(0, d, 2 * d)?;
-        let xq = if last {
-            x.index_select(&pack.token_rows, 0)?
-        } else {
-            x.clone()
-        };
+        let (b, l, d, h) = (pack.b, pack.l, self.d, self.num_heads);
         let lq = if last { 2 } else { l };
-        let q = xq.matmul(&wq.t()?)?.broadcast_add(&bq)?;
-        let q = if last {
-            q.reshape((b, 2, d))?
+        let (xq, attn) = if last {
+            let xq = x.index_select(&pack.token_rows, 0)?;
+            let q = grad::linear(
+                &xq,
+                &self.in_proj_weight.narrow(0, 0, d)?,
+                &self.in_proj_bias.narrow(0, 0, d)?,
+                false,
+            )?
+            .reshape((b, 2, d))?;
+            let kv = pack.unpack(&grad::linear(
+                x,
+                &self.in_proj_weight.narrow(0, d, 2 * d)?,
+                &self.in_proj_bias.narrow(0, d, 2 * d)?,
+                false,
+            )?)?;
+            let keep = dropout.keep(b * h * lq * l);
+            let attn = grad::attention(
+                &q,
+                &kv.narrow(2, 0, d)?,
+                &kv.narrow(2, d, d)?,
+                h,
+                Some(bias),
+                keep,
+            )?;
+            (xq, attn.reshape((b * lq, d))?)
         } else {
-            pack.unpack(&q)?
+            let qkv = pack.unpack(&grad::linear(
+                x,
+                &self.in_proj_weight,
+                &self.in_proj_bias,
+                false,
+            )?)?;
+            let keep = dropout.keep(b * h * lq * l);
+            let attn = grad::self_attention(&qkv, h, Some(bias), keep)?;
+            let attn = attn
+                .reshape((b * l, d))?
+                .index_select(&pack.valid_rows, 0)?;
+            (x.clone(), attn)
         };
-        let kv = pack.unpack(&x.matmul(&wkv.t()?)?.broadcast_add(&bkv)?)?;
-        let k = kv.narrow(2, 0, d)?;
-        let v = kv.narrow(2, d, d)?;
-        let heads = |t: &Tensor, n: usize| -> Result<Tensor> {
-            t.reshape((b, n, h, dh))?.transpose(1, 2)?.contiguous()
-        };
-        let scale = 1.0 / (dh as f64).sqrt();
-        let q = (heads(&q, lq)? * scale)?;
-        let k = heads(&k, l)?;
-        let v = heads(&v, l)?;
-        let logits = q.matmul(&k.t()?)?.broadcast_add(bias)?;
-        let p = mode.softmax(&logits)?;
-        let p = mode.dropout(&p)?;
-        let attn = p.matmul(&v)?.transpose(1, 2)?.reshape((b * lq, d))?;
-        let attn = if last {
-            attn
-        } else {
-            attn.index_select(&pack.valid_rows, 0)?
-        };
-        let attn = self.out_proj.forward(&attn)?;
-        let attn = mode.dropout(&attn)?;
-        let x = self.norm1.forward(&(xq + attn)?, mode.differentiable)?;
-        let ff = self.linear1.forward(&x)?.gelu_erf()?;
-        let ff = mode.dropout(&ff)?;
-        let ff = self.linear2.forward(&ff)?;
-        let ff = mode.dropout(&ff)?;
-        self.norm2.forward(&(x + ff)?, mode.differentiable)
+        let attn = dropout.apply(&self.out_proj.forward_train(&attn, false)?)?;
+        let x = self.norm1.forward_train(&(xq + attn)?)?;
+        let ff = dropout.apply(&self.linear1.forward_train(&x, true)?)?;
+        let ff = dropout.apply(&self.linear2.forward_train(&ff, false)?)?;
+        self.norm2.forward_train(&(x + ff)?)
     }
 }
 
@@ -302,17 +405,24 @@ struct Packing {
     scatter: Tensor,
     /// `[2B]` u32: packed rows of the two token positions of each sample.
     token_rows: Tensor,
+    /// `B + 1` cumulative packed-row counts: sample `i` owns rows `offsets[i]..offsets[i + 1]`.
+    offsets: Vec<usize>,
+    /// `0, 2, 4, ..., 2B`: the two token rows of each sample in `[2B, d]`.
+    token_offsets: Vec<usize>,
     n: usize,
 }
 
 impl Packing {
-    /// `key_valid [B][L]` (1 = valid).
+    /// `key_valid [B][L]` (1 = valid); the first two positions of every row (the tokens) must
+    /// be valid.
     fn new(key_valid: &[Vec<u8>], device: &Device) -> Result<Self> {
         let b = key_valid.len();
         let l = key_valid.first().map_or(0, Vec::len);
         let mut valid_rows = Vec::new();
         let mut scatter = Vec::with_capacity(b * l);
         let mut token_rows = Vec::with_capacity(2 * b);
+        let mut offsets = Vec::with_capacity(b + 1);
+        offsets.push(0);
         for (bi, row) in key_valid.iter().enumerate() {
             for (p, &v) in row.iter().enumerate() {
                 if v != 0 {
@@ -325,6 +435,7 @@ impl Packing {
                     scatter.push(u32::MAX);
                 }
             }
+            offsets.push(valid_rows.len());
         }
         let n = valid_rows.len();
         for s in scatter.iter_mut().filter(|s| **s == u32::MAX) {
@@ -336,6 +447,8 @@ impl Packing {
             valid_rows: Tensor::from_vec(valid_rows, n, device)?,
             scatter: Tensor::from_vec(scatter, b * l, device)?,
             token_rows: Tensor::from_vec(token_rows, 2 * b, device)?,
+            offsets,
+            token_offsets: (0..=b).map(|i| 2 * i).collect(),
             n,
         })
     }
@@ -375,7 +488,7 @@ impl Packing {
 pub struct ActorEncoder {
     cfg: ActorEncoderConfig,
     tokens: Tensor,
-    projection: Linear,
+    projection: Dense,
     layers: Vec<EncoderLayer>,
 }
 
@@ -394,7 +507,7 @@ impl ActorEncoder {
                 stdev: 1.0,
             },
         )?;
-        let projection = candle_nn::linear(cfg.nfeats, d, vb.pp("projection"))?;
+        let projection = Dense::new(cfg.nfeats, d, vb.pp("projection"))?;
         let layers = (0..cfg.num_layers)
             .map(|n| EncoderLayer::new(cfg, vb.pp(format!("seqTransEncoder.layers.{n}"))))
             .collect::<Result<Vec<_>>>()?;
@@ -420,11 +533,7 @@ impl ActorEncoder {
     ///
     /// Padded positions are ignored entirely (their content does not change the result).
     pub fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let mut mode = Mode {
-            differentiable: false,
-            dropout: None,
-        };
-        self.forward_impl(x, mask, &mut mode)
+        self.forward_impl(x, mask, None)
     }
 
     /// The mu embedding only: `forward(x, mask)[:, 0]`.
@@ -435,21 +544,27 @@ impl ActorEncoder {
         self.forward(x, mask)?.narrow(1, 0, 1)?.squeeze(1)
     }
 
-    /// Training forward: differentiable LayerNorm and softmax, dropout with probability
-    /// `cfg.dropout` drawn from `rng` (attention weights, attention output, feed-forward hidden
-    /// and output, as PyTorch's `TransformerEncoderLayer`).
+    /// Training forward: differentiable fused kernels ([`kernels::grad`]), dropout with
+    /// probability `cfg.dropout` drawn from `rng` (attention weights, attention output,
+    /// feed-forward hidden and output, as PyTorch's `TransformerEncoderLayer`).
     ///
     /// # Shapes
     /// Same as [`ActorEncoder::forward`].
     pub fn forward_train(&self, x: &Tensor, mask: &Tensor, rng: &mut StdRng) -> Result<Tensor> {
-        let mut mode = Mode {
-            differentiable: true,
-            dropout: Some((self.cfg.dropout, rng)),
+        let mut dropout = Dropout {
+            p: self.cfg.dropout,
+            rng,
         };
-        self.forward_impl(x, mask, &mut mode)
+        self.forward_impl(x, mask, Some(&mut dropout))
     }
 
-    fn forward_impl(&self, x: &Tensor, mask: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+    /// Inference when `dropout` is `None`, training otherwise.
+    fn forward_impl(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        mut dropout: Option<&mut Dropout>,
+    ) -> Result<Tensor> {
         let (b, t, n) = x.dims3()?;
         if n != self.cfg.nfeats {
             candle::bail!(
@@ -474,14 +589,14 @@ impl ActorEncoder {
             .unsqueeze(2)?
             .broadcast_as(x.shape())?
             .where_cond(x, &x.zeros_like()?)?;
-        let z = self.projection.forward(&x)?;
+        let z = match dropout {
+            Some(_) => self.projection.forward_train(&x, false)?,
+            None => self.projection.forward(&x, false)?,
+        };
         let tokens = self.tokens.unsqueeze(0)?.broadcast_as((b, 2, d))?;
         let seq = Tensor::cat(&[&tokens.to_dtype(dtype)?, &z], 1)?;
         let pe = sinusoidal_table(t + 2, d, device)?.to_dtype(dtype)?;
         let seq = seq.broadcast_add(&pe)?;
-        // Additive key bias [B, 1, 1, T+2]: 0 for valid keys, -1e9 for padded ones. The two
-        // token keys are always valid, so no row is fully masked (no NaN); exp(-1e9 - max)
-        // underflows to exactly 0, as -inf would.
         let key_valid = Tensor::cat(
             &[
                 &Tensor::ones((b, 2), DType::U8, device)?,
@@ -489,20 +604,30 @@ impl ActorEncoder {
             ],
             1,
         )?;
-        let bias = key_valid
-            .where_cond(
-                &Tensor::zeros((b, t + 2), dtype, device)?,
-                &Tensor::full(-1e9f32, (b, t + 2), device)?.to_dtype(dtype)?,
-            )?
-            .reshape((b, 1, 1, t + 2))?;
         let pack = Packing::new(&key_valid.to_device(&Device::Cpu)?.to_vec2::<u8>()?, device)?;
         let mut rows = pack.pack(&seq.reshape((b * (t + 2), d))?)?;
         if self.layers.is_empty() {
             return rows.index_select(&pack.token_rows, 0)?.reshape((b, 2, d));
         }
         let last = self.layers.len() - 1;
-        for (i, layer) in self.layers.iter().enumerate() {
-            rows = layer.forward(&rows, &bias, &pack, i == last, mode)?;
+        match dropout.as_deref_mut() {
+            None => {
+                for (i, layer) in self.layers.iter().enumerate() {
+                    rows = layer.forward(&rows, &pack, i == last)?;
+                }
+            }
+            Some(dropout) => {
+                // Additive key bias [B, T+2]: 0 for valid keys, -1e9 for padded ones. The two
+                // token keys are always valid, so no row is fully masked (no NaN); exp(-1e9 -
+                // max) underflows to exactly 0, as -inf would.
+                let bias = key_valid.where_cond(
+                    &Tensor::zeros((b, t + 2), dtype, device)?,
+                    &Tensor::full(-1e9f32, (b, t + 2), device)?.to_dtype(dtype)?,
+                )?;
+                for (i, layer) in self.layers.iter().enumerate() {
+                    rows = layer.forward_train(&rows, &bias, &pack, i == last, dropout)?;
+                }
+            }
         }
         rows.reshape((b, 2, d))
     }

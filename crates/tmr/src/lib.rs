@@ -10,14 +10,19 @@
 //! - [`Tmr`]: motion + text encoders returning the mu embeddings used by the metrics;
 //! - [`TextEncoder`]: captions -> [`TextFeatures`], implemented by [`ClipTextEncoder`]
 //!   (DESIGN §4.7 features) and [`SentenceEncoder`] (all-MiniLM-L6-v2 style);
+//! - [`clip`]: the CLIP text transformer on packed token rows;
 //! - [`train`]: contrastive TMR training (InfoNCE with text-similarity filtering + KL).
 //!
+//! The transformers run on the fused CPU kernels of `kernels` (inference kernels for
+//! `forward`, differentiable ones for [`ActorEncoder::forward_train`]).
+//!
 //! # Place in the workspace
-//! May use `motion-repr` (feature normalisation) and `smpl`. It must never depend on `diffusion`,
+//! May use `kernels`, `tensor-io`, `motion-repr` (feature normalisation) and `smpl`. It must never depend on `diffusion`,
 //! `dit`, `metrics`, `motion-data` or `motion-viz`.
 #![warn(missing_docs)]
 
 mod actor;
+pub mod clip;
 mod error;
 mod model;
 pub mod text;

@@ -17,9 +17,11 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle::{DType, Device, IndexOp, Tensor};
+use candle::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::{bert, clip};
+use candle_transformers::models::bert;
+
+use crate::clip::ClipTextTransformer;
 use tokenizers::Tokenizer;
 
 use crate::error::{Result, TmrError};
@@ -270,7 +272,7 @@ impl ClipTextSizes {
         })
     }
 
-    fn to_candle(&self) -> Result<clip::text_model::ClipTextConfig> {
+    fn validate(&self) -> Result<()> {
         if self.hidden_act != "quick_gelu" {
             return Err(TmrError::Config(format!(
                 "CLIP hidden_act {:?} is not supported (OpenAI CLIP uses quick_gelu)",
@@ -283,17 +285,7 @@ impl ClipTextSizes {
                 self.layer_norm_eps
             )));
         }
-        Ok(clip::text_model::ClipTextConfig {
-            vocab_size: self.vocab_size,
-            embed_dim: self.hidden_size,
-            activation: clip::text_model::Activation::QuickGelu,
-            intermediate_size: self.intermediate_size,
-            max_position_embeddings: self.max_position_embeddings,
-            pad_with: None,
-            num_hidden_layers: self.num_hidden_layers,
-            num_attention_heads: self.num_attention_heads,
-            projection_dim: self.hidden_size,
-        })
+        Ok(())
     }
 }
 
@@ -310,7 +302,7 @@ const CLIP_HINT: &str = "a CLIP text model folder: fetch config.json, model.safe
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClipTextEncoder {
-    model: clip::text_model::ClipTextTransformer,
+    model: ClipTextTransformer,
     tokenizer: Tokenizer,
     sizes: ClipTextSizes,
     eot: u32,
@@ -351,7 +343,16 @@ impl ClipTextEncoder {
         } else {
             vb
         };
-        let model = clip::text_model::ClipTextTransformer::new(vb.clone(), &sizes.to_candle()?)?;
+        sizes.validate()?;
+        let model = ClipTextTransformer::new(
+            vb.clone(),
+            sizes.vocab_size,
+            sizes.hidden_size,
+            sizes.intermediate_size,
+            sizes.num_hidden_layers,
+            sizes.num_attention_heads,
+            sizes.max_position_embeddings,
+        )?;
         Ok(Self {
             model,
             tokenizer,
@@ -383,21 +384,33 @@ impl ClipTextEncoder {
 impl TextEncoder for ClipTextEncoder {
     fn encode(&self, captions: &[&str]) -> Result<TextFeatures> {
         let ids = self.tokenize(captions)?;
-        // Pad with end-of-text: the causal mask keeps positions <= end-of-text independent
-        // of whatever follows, so the padding content does not matter.
-        let (input, mask) = pad_batch(&ids, self.eot, &self.device)?;
-        let hidden = self.model.forward_with_mask(&input, usize::MAX)?;
-        let pooled = ids
-            .iter()
-            .enumerate()
-            .map(|(b, row)| hidden.i((b, row.len() - 1)))
-            .collect::<candle::Result<Vec<_>>>()?;
-        let pooled = Tensor::stack(&pooled, 0)?;
-        let tokens = hidden.broadcast_mul(&mask.unsqueeze(2)?)?;
+        // The captions run packed (no padding; causal attention within each caption), then
+        // the token states are laid out padded with zeros.
+        let (hidden, offsets) = self.model.forward_packed(&ids)?;
+        let (b, c) = (ids.len(), self.sizes.hidden_size);
+        let l = ids.iter().map(Vec::len).max().unwrap_or(0);
+        let n = offsets[b];
+        let mut scatter = Vec::with_capacity(b * l);
+        let mut mask = Vec::with_capacity(b * l);
+        let mut last = Vec::with_capacity(b);
+        for w in offsets.windows(2) {
+            let len = w[1] - w[0];
+            scatter.extend((w[0]..w[1]).map(|r| r as u32));
+            scatter.extend(std::iter::repeat_n(n as u32, l - len));
+            mask.extend(std::iter::repeat_n(1f32, len));
+            mask.extend(std::iter::repeat_n(0f32, l - len));
+            last.push((w[1] - 1) as u32);
+        }
+        let device = &self.device;
+        let zero = Tensor::zeros((1, c), hidden.dtype(), device)?;
+        let tokens = Tensor::cat(&[&hidden, &zero], 0)?
+            .index_select(&Tensor::from_vec(scatter, b * l, device)?, 0)?
+            .reshape((b, l, c))?;
+        let pooled = hidden.index_select(&Tensor::from_vec(last, b, device)?, 0)?;
         Ok(TextFeatures {
             pooled,
             tokens,
-            mask,
+            mask: Tensor::from_vec(mask, (b, l), device)?,
         })
     }
 

@@ -215,3 +215,137 @@ fn text_similarity_filter_removes_near_duplicate_negatives() -> Result<()> {
     );
     Ok(())
 }
+
+/// Output and weight gradients of `sum(forward_train(x, mask) * r)` for an encoder whose
+/// weights are `weights` (name -> tensor) in `dtype`: `f32` runs the fused kernels, `f64` the
+/// plain candle ops (the kernels' fallback), with the same dropout draws from `seed`.
+fn train_grads(
+    cfg: &ActorEncoderConfig,
+    weights: &[(String, Tensor)],
+    dtype: candle::DType,
+    x: &Tensor,
+    mask: &Tensor,
+    seed: u64,
+) -> Result<(Tensor, Vec<Tensor>)> {
+    let varmap = candle_nn::VarMap::new();
+    {
+        let mut data = varmap
+            .data()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        for (name, t) in weights {
+            data.insert(name.clone(), candle::Var::from_tensor(&t.to_dtype(dtype)?)?);
+        }
+    }
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu);
+    let enc = tmr::ActorEncoder::new(cfg, vb)?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let out = enc.forward_train(&x.to_dtype(dtype)?, mask, &mut rng)?;
+    let r = Tensor::from_vec(
+        randn(&mut StdRng::seed_from_u64(99), out.elem_count()),
+        out.shape(),
+        &Device::Cpu,
+    )?
+    .to_dtype(dtype)?;
+    let grads = (&out * &r)?.sum_all()?.backward()?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let gs = weights
+        .iter()
+        .map(|(name, _)| {
+            let var = data
+                .get(name)
+                .ok_or_else(|| anyhow::anyhow!("{name} missing"))?;
+            grads
+                .get(var.as_tensor())
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("no gradient for {name}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((out, gs))
+}
+
+#[test]
+fn training_forward_on_the_fused_kernels_matches_plain_f64_ops_in_value_and_gradient() -> Result<()>
+{
+    // Two layers (the last one computes only the token rows), padded samples, with and
+    // without dropout: the f32 fused kernels against the f64 plain ops, same draws.
+    let mut cfg = ActorEncoderConfig {
+        nfeats: 12,
+        latent_dim: 16,
+        ff_size: 24,
+        num_layers: 2,
+        num_heads: 4,
+        dropout: 0.0,
+    };
+    let mut rng = StdRng::seed_from_u64(5);
+    let weights: Vec<(String, Tensor)> = cfg
+        .state_dict_shapes()
+        .into_iter()
+        .map(|(name, shape)| {
+            let n = shape.iter().product();
+            let v: Vec<f32> = randn(&mut rng, n).iter().map(|z| 0.3 * z).collect();
+            Ok((name, Tensor::from_vec(v, shape, &Device::Cpu)?))
+        })
+        .collect::<Result<_>>()?;
+    let (b, t) = (3, 7);
+    let x = Tensor::from_vec(randn(&mut rng, b * t * 12), (b, t, 12), &Device::Cpu)?;
+    let lens = [7, 4, 1];
+    let mask: Vec<f32> = lens
+        .iter()
+        .flat_map(|&n| (0..t).map(move |i| (i < n) as u8 as f32))
+        .collect();
+    let mask = Tensor::from_vec(mask, (b, t), &Device::Cpu)?;
+    for p in [0.0, 0.2] {
+        cfg.dropout = p;
+        let (out32, g32) = train_grads(&cfg, &weights, candle::DType::F32, &x, &mask, 11)?;
+        let (out64, g64) = train_grads(&cfg, &weights, candle::DType::F64, &x, &mask, 11)?;
+        let diff = |a: &Tensor, b: &Tensor| -> Result<(f64, f64)> {
+            let (a, b) = (
+                a.to_dtype(candle::DType::F64)?,
+                b.to_dtype(candle::DType::F64)?,
+            );
+            let d = (&a - &b)?
+                .abs()?
+                .flatten_all()?
+                .max(0)?
+                .to_scalar::<f64>()?;
+            let s = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+            Ok((d, s))
+        };
+        let (d, s) = diff(&out32, &out64)?;
+        assert!(d < 1e-5 * s.max(1.0), "dropout {p}: output off by {d:e}");
+        for ((name, _), (a, b)) in weights.iter().zip(g32.iter().zip(&g64)) {
+            let (d, s) = diff(a, b)?;
+            assert!(
+                d <= 1e-4 * s.max(1e-3),
+                "dropout {p}: d {name} off by {d:e} (scale {s:e})"
+            );
+        }
+        if p == 0.0 {
+            // Without dropout the training forward is the inference forward.
+            let varmap = candle_nn::VarMap::new();
+            {
+                let mut data = varmap
+                    .data()
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?;
+                for (name, t) in &weights {
+                    data.insert(name.clone(), candle::Var::from_tensor(t)?);
+                }
+            }
+            let enc = tmr::ActorEncoder::new(
+                &cfg,
+                candle_nn::VarBuilder::from_varmap(&varmap, candle::DType::F32, &Device::Cpu),
+            )?;
+            let (d, s) = diff(&enc.forward(&x, &mask)?, &out32)?;
+            assert!(
+                d < 1e-5 * s.max(1.0),
+                "inference vs training forward: {d:e}"
+            );
+        }
+    }
+    Ok(())
+}
