@@ -52,15 +52,8 @@ impl Ctx<'_> {
     pub fn dropout_keep(&mut self, n: usize) -> Option<Vec<f32>> {
         let p = self.dropout;
         match self.train.as_deref_mut() {
-            Some(rng) if p > 0.0 => {
-                let keep = 1.0 / (1.0 - p) as f32;
-                Some(
-                    (0..n)
-                        .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
-                        .collect(),
-                )
-            }
-            _ => None,
+            Some(rng) => kernels::grad::dropout_keep(rng, n, p),
+            None => None,
         }
     }
 

@@ -12,8 +12,8 @@ use crate::simd::SimdLevel;
 
 /// `exp(x)` for `f32` without libm: `2^n * p(r)` with `x = n ln2 + r`, `|r| <= ln2 / 2`, a
 /// degree-6 polynomial (Cephes `expf` coefficients; relative error ~2 ulp); inputs below -87
-/// give exactly 0 (masked keys). Scalar form (non-AVX-512 fallback; the `i32` conversion keeps
-/// LLVM from vectorising it); `exp16` is the same computation on AVX-512 vectors.
+/// give exactly 0 (masked keys). Scalar form, written so that loops over it can vectorise;
+/// `exp16` / `exp8` are the same computation on AVX-512 / AVX2 vectors.
 #[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
     let x_in = x;
@@ -30,7 +30,13 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let e = p * r2 + r + 1.0;
-    let pow2 = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // t's low mantissa bits hold 0x40_0000 + n, so 2^n comes from integer ops on its bits
+    // (as in `exp16`; no float-to-int conversion, so loops over this function vectorise).
+    let pow2 = f32::from_bits(
+        t.to_bits()
+            .wrapping_add((127 - 0x4B40_0000_i32) as u32)
+            .wrapping_shl(23),
+    );
     if x_in < -87.0 { 0.0 } else { e * pow2 }
 }
 
@@ -57,10 +63,60 @@ pub(crate) fn softmax_row(row: &mut [f32], bias: Option<&[f32]>, level: SimdLeve
     softmax_row_generic(row, bias)
 }
 
+/// [`softmax_row`] on 8-lane AVX2 vectors (`exp8`), the scalar `exp_f32` on the tail.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn softmax_row_avx2(row: &mut [f32], bias: Option<&[f32]>) {
-    softmax_row_generic(row, bias)
+    use std::arch::x86_64::*;
+    if let Some(b) = bias {
+        for (v, bb) in row.iter_mut().zip(b) {
+            *v += bb;
+        }
+    }
+    let n = row.len();
+    let full = n / 8 * 8;
+    let p = row.as_mut_ptr();
+    // SAFETY (all pointer accesses below): full-width accesses stay below `full <= n`.
+    unsafe {
+        let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i < full {
+            m = _mm256_max_ps(m, _mm256_loadu_ps(p.add(i)));
+            i += 8;
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), m);
+        let mut max = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for &v in &row[full..] {
+            max = max.max(v);
+        }
+        let mx = _mm256_set1_ps(max);
+        let mut s = _mm256_setzero_ps();
+        let mut i = 0;
+        while i < full {
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), mx));
+            _mm256_storeu_ps(p.add(i), e);
+            s = _mm256_add_ps(s, e);
+            i += 8;
+        }
+        _mm256_storeu_ps(lanes.as_mut_ptr(), s);
+        let mut sum: f32 = lanes.iter().sum();
+        for v in &mut row[full..] {
+            let e = exp_f32(*v - max);
+            *v = e;
+            sum += e;
+        }
+        let inv = _mm256_set1_ps(1.0 / sum);
+        let mut i = 0;
+        while i < full {
+            _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), inv));
+            i += 8;
+        }
+        let inv = 1.0 / sum;
+        for v in &mut row[full..] {
+            *v *= inv;
+        }
+    }
 }
 
 /// `exp_f32` on 16 lanes (same range reduction and polynomial, evaluated with FMA).

@@ -593,30 +593,50 @@ impl CustomOp3 for LinearBackward {
                 l3.dims()
             )
         }
-        let mut out = vec![0f32; n * d_in + d_out * d_in + d_out];
-        let (dx, rest) = out.split_at_mut(n * d_in);
-        let (dw, db) = rest.split_at_mut(d_out * d_in);
+        let len = n * d_in + d_out * d_in + d_out;
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        let base = out.spare_capacity_mut().as_mut_ptr().cast::<f32>();
         // dx = dy [n, out] W [out, in]; dW = dy^T [out, n] x [n, in]. Both split by rows over
         // the threads, so the large operand `dy` is packed once in total, `W` / `x` per thread.
-        gemm_split(n, d_in, d_out, dx, (gy, 1, d_out), (w, 1, d_in));
-        gemm_split(d_out, d_in, n, dw, (gy, d_out, 1), (x, 1, d_in));
-        for row in gy.chunks_exact(d_out.max(1)) {
-            for (a, v) in db.iter_mut().zip(row) {
-                *a += v;
+        // SAFETY: `base` has room for `len` floats; dx, dW and db are its disjoint ranges
+        // [0, n in), [n in, n in + out in), [n in + out in, len). `gemm_split` overwrites every
+        // element of its destination (no read of the previous contents) and db is written
+        // below, so all `len` floats are initialised before `set_len`.
+        unsafe {
+            gemm_split(n, d_in, d_out, base, (gy, 1, d_out), (w, 1, d_in));
+            gemm_split(
+                d_out,
+                d_in,
+                n,
+                base.add(n * d_in),
+                (gy, d_out, 1),
+                (x, 1, d_in),
+            );
+            let db = base.add(n * d_in + d_out * d_in);
+            let mut sums = vec![0f32; d_out];
+            for row in gy.chunks_exact(d_out.max(1)) {
+                for (a, v) in sums.iter_mut().zip(row) {
+                    *a += v;
+                }
             }
+            std::ptr::copy_nonoverlapping(sums.as_ptr(), db, d_out);
+            out.set_len(len);
         }
-        let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from_dims(&[len])))
     }
 }
 
 /// `dst [m, n] = lhs [m, k] rhs [k, n]` (operands as `(data, column stride, row stride)`),
-/// split by output rows over the threads, each a single-threaded `gemm` on its block.
-fn gemm_split(
+/// split by output rows over the threads, each a single-threaded `gemm` on its block. Every
+/// element of `dst` is written and none is read, so `dst` may be uninitialised.
+///
+/// # Safety
+/// `dst` must be valid for writes of `m n` floats that nothing else accesses meanwhile.
+unsafe fn gemm_split(
     m: usize,
     n: usize,
     k: usize,
-    dst: &mut [f32],
+    dst: *mut f32,
     lhs: (&[f32], usize, usize),
     rhs: (&[f32], usize, usize),
 ) {
@@ -626,7 +646,7 @@ fn gemm_split(
     let threads = candle::utils::get_num_threads().max(1);
     let per = m.div_ceil(threads).div_ceil(16) * 16;
     let blocks = m.div_ceil(per);
-    let dst_ptr = OutPtr(dst.as_mut_ptr());
+    let dst_ptr = OutPtr(dst);
     let block = |t: usize| {
         let r0 = t * per;
         let rows = per.min(m - r0);
@@ -723,6 +743,34 @@ impl CustomOp1 for MaskMulNoGrad<'_> {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         self.0.cpu_fwd(s, l)
     }
+}
+
+/// Inverted-dropout multipliers: `n` values, each 0 with probability `p` and `1 / (1 - p)`
+/// otherwise, in row-major order; `None` when `p <= 0`. Each decision compares one 32-bit draw
+/// (taken from `rng` in blocks) with `p 2^32`: half the generator work of a float draw per
+/// element, and a comparison loop that vectorises. `p >= 1` drops everything.
+pub fn dropout_keep(rng: &mut impl rand::RngCore, n: usize, p: f64) -> Option<Vec<f32>> {
+    use rand::Rng;
+    if p <= 0.0 {
+        return None;
+    }
+    let keep = if p < 1.0 {
+        (1.0 / (1.0 - p)) as f32
+    } else {
+        0.0
+    };
+    // Drop when the draw is below the threshold (p >= 1: every draw is below 2^32).
+    let threshold = (p * 4_294_967_296.0).round().min(4_294_967_296.0) as u64;
+    let mut out = vec![0f32; n];
+    let mut draws = [0u32; 512];
+    for chunk in out.chunks_mut(draws.len()) {
+        let draws = &mut draws[..chunk.len()];
+        rng.fill(draws);
+        for (o, &r) in chunk.iter_mut().zip(draws.iter()) {
+            *o = if (r as u64) < threshold { 0.0 } else { keep };
+        }
+    }
+    Some(out)
 }
 
 /// Differentiable `x * mask` with constant multipliers, `mask[i / group]` for element `i` of

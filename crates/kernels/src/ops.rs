@@ -456,12 +456,11 @@ impl CustomOp3 for GemmLinear {
                 l3.dims()
             )
         }
-        let mut dst = vec![0f32; n * d_out];
-        par_rows(&mut dst, d_out, |_, out| {
-            for row in out.chunks_exact_mut(d_out) {
-                row.copy_from_slice(b);
-            }
-        });
+        // The bias rows written once (no zero fill first), then the product accumulated.
+        let mut dst = Vec::with_capacity(n * d_out);
+        for _ in 0..n {
+            dst.extend_from_slice(b);
+        }
         gemm_acc(&mut dst, x, w, n, d_in, d_out);
         let level = crate::simd::active();
         match self.act {

@@ -1,7 +1,10 @@
 //! Criterion benches of the TMR hot paths at reference size (random weights):
 //! - motion encoder forward, batch 32 x 197 frames (the reference's longest motion), 6 layers;
 //! - text encoder forward on CLIP token features, batch 32 x 32 tokens;
-//! - CLIP ViT-B/32 text transformer, 32 captions (tokenised with the small fixture tokenizer).
+//! - CLIP ViT-B/32 text transformer, 32 captions (tokenised with the small fixture tokenizer:
+//!   12 to 23 tokens, 488 in all, which `transformers` pads to 32 x 23), and the transformer
+//!   alone on 32 sequences of exactly 23 random ids (the PyTorch twin's input, no padding to
+//!   skip).
 //!
 //! Run: `cargo bench -p tmr --bench tmr -- --warm-up-time 1 --measurement-time 10`
 
@@ -74,6 +77,23 @@ fn clip(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("clip_vit_b32_text_32_captions", |b| {
         b.iter(|| enc.encode(&caps).expect("encode"))
+    });
+    let sizes = ClipTextSizes::vit_base_patch32();
+    let model = tmr::clip::ClipTextTransformer::new(
+        VarBuilder::from_varmap(&varmap, DType::F32, &dev),
+        sizes.vocab_size,
+        sizes.hidden_size,
+        sizes.intermediate_size,
+        sizes.num_hidden_layers,
+        sizes.num_attention_heads,
+        sizes.max_position_embeddings,
+    )
+    .expect("clip transformer");
+    let ids: Vec<Vec<u32>> = (0..32u32)
+        .map(|b| (0..23u32).map(|i| (b * 7919 + i * 104_729) % 49_000).collect())
+        .collect();
+    g.bench_function("clip_vit_b32_transformer_32x23_ids", |b| {
+        b.iter(|| model.forward_packed(&ids).expect("forward"))
     });
     g.finish();
 }

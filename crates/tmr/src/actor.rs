@@ -19,7 +19,6 @@
 use candle::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use kernels::{grad, ops};
-use rand::Rng;
 use rand::rngs::StdRng;
 
 /// Sizes of one ACTOR encoder. `Default` gives the reference TMR motion encoder
@@ -139,24 +138,10 @@ struct Dropout<'a> {
 }
 
 impl Dropout<'_> {
-    /// `n` multipliers, each 0 (probability `p`) or `1 / (1 - p)`, one uniform draw per element
-    /// in row-major order; `None` when `p = 0`.
+    /// `n` multipliers, each 0 (probability `p`) or `1 / (1 - p)`, in row-major order
+    /// ([`grad::dropout_keep`]); `None` when `p = 0`.
     fn keep(&mut self, n: usize) -> Option<Vec<f32>> {
-        if self.p <= 0.0 {
-            return None;
-        }
-        let (p, keep) = (self.p, (1.0 / (1.0 - self.p)) as f32);
-        Some(
-            (0..n)
-                .map(|_| {
-                    if self.rng.random::<f64>() < p {
-                        0.0
-                    } else {
-                        keep
-                    }
-                })
-                .collect(),
-        )
+        grad::dropout_keep(self.rng, n, self.p)
     }
 
     fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
