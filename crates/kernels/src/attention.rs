@@ -366,42 +366,43 @@ impl CustomOp3 for FusedAttention {
         let threads = candle::utils::get_num_threads().clamp(1, pairs.max(1));
         let level = crate::simd::active();
         let work = |first: usize, step: usize| {
-            let mut s = vec![0f32; nq * nk];
-            let mut pair = first;
-            while pair < pairs {
-                let (bi, hi) = (pair / h, pair % h);
-                let bias = if self.bias.is_empty() {
-                    None
-                } else {
-                    Some(&self.bias[bi * nk..(bi + 1) * nk])
-                };
-                // SAFETY: the views were bounds-checked in `view3`; the output block (rows
-                // bi*nq.., columns hi*dh..hi*dh+dh, row stride d) lies inside `out` and no
-                // other pair writes it.
-                unsafe {
-                    attend(
-                        Pair {
-                            q: q[q0 + bi * qbs + hi * dh..].as_ptr(),
-                            q_stride: qrs,
-                            k: k[k0 + bi * kbs + hi * dh..].as_ptr(),
-                            k_stride: krs,
-                            v: v[v0 + bi * vbs + hi * dh..].as_ptr(),
-                            v_stride: vrs,
-                            out: out_ptr.ptr().add(bi * nq * d + hi * dh),
-                            out_stride: d,
-                            nq,
-                            nk,
-                            dh,
-                        },
-                        scale,
-                        bias,
-                        false,
-                        &mut s,
-                        level,
-                    );
+            crate::ops::with_scratch(nq * nk, |s| {
+                let mut pair = first;
+                while pair < pairs {
+                    let (bi, hi) = (pair / h, pair % h);
+                    let bias = if self.bias.is_empty() {
+                        None
+                    } else {
+                        Some(&self.bias[bi * nk..(bi + 1) * nk])
+                    };
+                    // SAFETY: the views were bounds-checked in `view3`; the output block (rows
+                    // bi*nq.., columns hi*dh..hi*dh+dh, row stride d) lies inside `out` and no
+                    // other pair writes it.
+                    unsafe {
+                        attend(
+                            Pair {
+                                q: q[q0 + bi * qbs + hi * dh..].as_ptr(),
+                                q_stride: qrs,
+                                k: k[k0 + bi * kbs + hi * dh..].as_ptr(),
+                                k_stride: krs,
+                                v: v[v0 + bi * vbs + hi * dh..].as_ptr(),
+                                v_stride: vrs,
+                                out: out_ptr.ptr().add(bi * nq * d + hi * dh),
+                                out_stride: d,
+                                nq,
+                                nk,
+                                dh,
+                            },
+                            scale,
+                            bias,
+                            false,
+                            s,
+                            level,
+                        );
+                    }
+                    pair += step;
                 }
-                pair += step;
-            }
+            })
         };
         crate::ops::run_blocks(threads, true, |t| work(t, threads));
         Ok((CpuStorage::F32(out), Shape::from_dims(&[b, nq, d])))
@@ -600,43 +601,44 @@ impl CustomOp3 for PackedAttention {
         let threads = candle::utils::get_num_threads().clamp(1, pairs.max(1));
         let level = crate::simd::active();
         let work = |first: usize| {
-            let mut s = vec![0f32; scratch];
-            let mut pair = first;
-            while pair < pairs {
-                let (si, hi) = (pair / h, pair % h);
-                let (q_start, k_start) = (self.q_offsets[si], self.kv_offsets[si]);
-                let nq = self.q_offsets[si + 1] - q_start;
-                let nk = self.kv_offsets[si + 1] - k_start;
-                if nq > 0 {
-                    // SAFETY: `view2` checked that rows 0..N of every view lie in its data;
-                    // `check_offsets` that the segments are in range (and, causal, nk >= nq);
-                    // the output block (rows q_start.., columns hi*dh.., stride d) lies in
-                    // `out` and belongs to this pair alone.
-                    unsafe {
-                        attend(
-                            Pair {
-                                q: q.as_ptr().add(q_start * qrs + hi * dh),
-                                q_stride: qrs,
-                                k: k.as_ptr().add(k_start * krs + hi * dh),
-                                k_stride: krs,
-                                v: v.as_ptr().add(k_start * vrs + hi * dh),
-                                v_stride: vrs,
-                                out: out_ptr.ptr().add(q_start * d + hi * dh),
-                                out_stride: d,
-                                nq,
-                                nk,
-                                dh,
-                            },
-                            scale,
-                            None,
-                            self.causal,
-                            &mut s,
-                            level,
-                        );
+            crate::ops::with_scratch(scratch, |s| {
+                let mut pair = first;
+                while pair < pairs {
+                    let (si, hi) = (pair / h, pair % h);
+                    let (q_start, k_start) = (self.q_offsets[si], self.kv_offsets[si]);
+                    let nq = self.q_offsets[si + 1] - q_start;
+                    let nk = self.kv_offsets[si + 1] - k_start;
+                    if nq > 0 {
+                        // SAFETY: `view2` checked that rows 0..N of every view lie in its data;
+                        // `check_offsets` that the segments are in range (and, causal, nk >= nq);
+                        // the output block (rows q_start.., columns hi*dh.., stride d) lies in
+                        // `out` and belongs to this pair alone.
+                        unsafe {
+                            attend(
+                                Pair {
+                                    q: q.as_ptr().add(q_start * qrs + hi * dh),
+                                    q_stride: qrs,
+                                    k: k.as_ptr().add(k_start * krs + hi * dh),
+                                    k_stride: krs,
+                                    v: v.as_ptr().add(k_start * vrs + hi * dh),
+                                    v_stride: vrs,
+                                    out: out_ptr.ptr().add(q_start * d + hi * dh),
+                                    out_stride: d,
+                                    nq,
+                                    nk,
+                                    dh,
+                                },
+                                scale,
+                                None,
+                                self.causal,
+                                s,
+                                level,
+                            );
+                        }
                     }
+                    pair += threads;
                 }
-                pair += threads;
-            }
+            })
         };
         crate::ops::run_blocks(threads, pairs > 1, work);
         Ok((CpuStorage::F32(out), Shape::from_dims(&[nq_all, d])))

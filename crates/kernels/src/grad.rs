@@ -963,12 +963,13 @@ fn attention_dims(
 fn for_pairs(pairs: usize, scratch: usize, work: impl Fn(usize, &mut [f32]) + Sync) {
     let threads = candle::utils::get_num_threads().clamp(1, pairs.max(1));
     let run = |first: usize| {
-        let mut s = vec![0f32; scratch];
-        let mut pair = first;
-        while pair < pairs {
-            work(pair, &mut s);
-            pair += threads;
-        }
+        crate::ops::with_scratch(scratch, |s| {
+            let mut pair = first;
+            while pair < pairs {
+                work(pair, s);
+                pair += threads;
+            }
+        })
     };
     crate::ops::run_blocks(threads, true, run);
 }

@@ -652,6 +652,32 @@ fn gemm_acc(dst: &mut [f32], x: &[f32], w: &[f32], n: usize, d_in: usize, d_out:
 }
 
 thread_local! {
+    /// Per-thread scratch reused by [`with_scratch`].
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a zeroed scratch slice of `len` floats owned by this thread and kept between
+/// calls, so that per-call scratch (attention scores of every (sample, head) pair) costs no
+/// allocation: a fresh buffer above the allocator's mmap threshold is a page-fault and
+/// TLB-shootdown round trip on every call. A nested call, or one above 64 MiB, gets a fresh
+/// buffer.
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    // Buffers above this size (64 MiB) are not kept.
+    const KEEP_MAX: usize = 1 << 24;
+    if len > KEEP_MAX {
+        return f(&mut vec![0f32; len]);
+    }
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            buf.resize(len, 0.0);
+            f(&mut buf[..])
+        }
+        Err(_) => f(&mut vec![0f32; len]),
+    })
+}
+
+thread_local! {
     /// Set while this thread runs blocks of a [`run_blocks`] call (nested calls run inline).
     static IN_BLOCKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }

@@ -90,7 +90,11 @@ fn clip(c: &mut Criterion) {
     )
     .expect("clip transformer");
     let ids: Vec<Vec<u32>> = (0..32u32)
-        .map(|b| (0..23u32).map(|i| (b * 7919 + i * 104_729) % 49_000).collect())
+        .map(|b| {
+            (0..23u32)
+                .map(|i| (b * 7919 + i * 104_729) % 49_000)
+                .collect()
+        })
         .collect();
     g.bench_function("clip_vit_b32_transformer_32x23_ids", |b| {
         b.iter(|| model.forward_packed(&ids).expect("forward"))

@@ -548,7 +548,7 @@ impl ActorEncoder {
         &self,
         x: &Tensor,
         mask: &Tensor,
-        mut dropout: Option<&mut Dropout>,
+        dropout: Option<&mut Dropout>,
     ) -> Result<Tensor> {
         let (b, t, n) = x.dims3()?;
         if n != self.cfg.nfeats {
@@ -595,7 +595,7 @@ impl ActorEncoder {
             return rows.index_select(&pack.token_rows, 0)?.reshape((b, 2, d));
         }
         let last = self.layers.len() - 1;
-        match dropout.as_deref_mut() {
+        match dropout {
             None => {
                 for (i, layer) in self.layers.iter().enumerate() {
                     rows = layer.forward(&rows, &pack, i == last)?;

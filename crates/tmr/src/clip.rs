@@ -150,24 +150,7 @@ impl ClipTextTransformer {
     pub fn forward_packed(&self, ids: &[Vec<u32>]) -> Result<(Tensor, Vec<usize>)> {
         let (vocab, _) = self.token_embedding.dims2()?;
         let (context, _) = self.position_embedding.dims2()?;
-        let mut offsets = Vec::with_capacity(ids.len() + 1);
-        offsets.push(0);
-        let mut flat = Vec::new();
-        let mut positions = Vec::new();
-        for (i, row) in ids.iter().enumerate() {
-            if row.is_empty() || row.len() > context {
-                candle::bail!(
-                    "CLIP text: sequence {i} has {} tokens, expected 1 to {context}",
-                    row.len()
-                )
-            }
-            if let Some(&bad) = row.iter().find(|&&t| t as usize >= vocab) {
-                candle::bail!("CLIP text: sequence {i} has token id {bad} >= vocabulary {vocab}")
-            }
-            flat.extend_from_slice(row);
-            positions.extend(0..row.len() as u32);
-            offsets.push(flat.len());
-        }
+        let (flat, positions, offsets) = pack_ids(ids, vocab, context, "CLIP text")?;
         let device = self.token_embedding.device();
         let n = flat.len();
         if n == 0 {
@@ -193,4 +176,34 @@ impl ClipTextTransformer {
     pub fn dtype(&self) -> DType {
         self.token_embedding.dtype()
     }
+}
+
+/// Flattens token sequences for a packed forward: `(ids, positions, offsets)` with positions
+/// counting from 0 in every sequence and `S + 1` cumulative offsets. Every sequence must hold
+/// 1 to `context` tokens below `vocab`; `what` names the model in errors.
+pub(crate) fn pack_ids(
+    ids: &[Vec<u32>],
+    vocab: usize,
+    context: usize,
+    what: &str,
+) -> Result<(Vec<u32>, Vec<u32>, Vec<usize>)> {
+    let mut offsets = Vec::with_capacity(ids.len() + 1);
+    offsets.push(0);
+    let mut flat = Vec::new();
+    let mut positions = Vec::new();
+    for (i, row) in ids.iter().enumerate() {
+        if row.is_empty() || row.len() > context {
+            candle::bail!(
+                "{what}: sequence {i} has {} tokens, expected 1 to {context}",
+                row.len()
+            )
+        }
+        if let Some(&bad) = row.iter().find(|&&t| t as usize >= vocab) {
+            candle::bail!("{what}: sequence {i} has token id {bad} >= vocabulary {vocab}")
+        }
+        flat.extend_from_slice(row);
+        positions.extend(0..row.len() as u32);
+        offsets.push(flat.len());
+    }
+    Ok((flat, positions, offsets))
 }

@@ -10,7 +10,7 @@
 //! - [`Tmr`]: motion + text encoders returning the mu embeddings used by the metrics;
 //! - [`TextEncoder`]: captions -> [`TextFeatures`], implemented by [`ClipTextEncoder`]
 //!   (DESIGN §4.7 features) and [`SentenceEncoder`] (all-MiniLM-L6-v2 style);
-//! - [`clip`]: the CLIP text transformer on packed token rows;
+//! - [`clip`], [`bert`]: the CLIP text transformer and the BERT encoder on packed token rows;
 //! - [`train`]: contrastive TMR training (InfoNCE with text-similarity filtering + KL).
 //!
 //! The transformers run on the fused CPU kernels of `kernels` (inference kernels for
@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod actor;
+pub mod bert;
 pub mod clip;
 mod error;
 mod model;

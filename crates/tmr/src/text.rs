@@ -21,6 +21,7 @@ use candle::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert;
 
+use crate::bert::BertTransformer;
 use crate::clip::ClipTextTransformer;
 use tokenizers::Tokenizer;
 
@@ -190,22 +191,28 @@ fn tokenize(tok: &Tokenizer, captions: &[&str], max_len: usize) -> Result<Vec<Ve
         .collect()
 }
 
-/// Pads token lists to the longest with `pad`; returns ids `[B, L]` (u32) and mask `[B, L]` f32.
-fn pad_batch(ids: &[Vec<u32>], pad: u32, device: &Device) -> Result<(Tensor, Tensor)> {
-    let b = ids.len();
-    let l = ids.iter().map(Vec::len).max().unwrap_or(0);
-    let mut flat = Vec::with_capacity(b * l);
+/// Lays packed rows `[N, C]` (sequence `i` = rows `offsets[i]..offsets[i + 1]`) out padded to
+/// the longest sequence: tokens `[B, L, C]`, zero at padded positions, and the mask `[B, L]`
+/// (f32, 1 = valid).
+fn unpack_rows(rows: &Tensor, offsets: &[usize]) -> Result<(Tensor, Tensor)> {
+    let (n, c) = rows.dims2()?;
+    let b = offsets.len().saturating_sub(1);
+    let l = offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let mut scatter = Vec::with_capacity(b * l);
     let mut mask = Vec::with_capacity(b * l);
-    for row in ids {
-        flat.extend_from_slice(row);
-        flat.extend(std::iter::repeat_n(pad, l - row.len()));
-        mask.extend(std::iter::repeat_n(1f32, row.len()));
-        mask.extend(std::iter::repeat_n(0f32, l - row.len()));
+    for w in offsets.windows(2) {
+        let len = w[1] - w[0];
+        scatter.extend((w[0]..w[1]).map(|r| r as u32));
+        scatter.extend(std::iter::repeat_n(n as u32, l - len));
+        mask.extend(std::iter::repeat_n(1f32, len));
+        mask.extend(std::iter::repeat_n(0f32, l - len));
     }
-    Ok((
-        Tensor::from_vec(flat, (b, l), device)?,
-        Tensor::from_vec(mask, (b, l), device)?,
-    ))
+    let device = rows.device();
+    let zero = Tensor::zeros((1, c), rows.dtype(), device)?;
+    let tokens = Tensor::cat(&[rows, &zero], 0)?
+        .index_select(&Tensor::from_vec(scatter, b * l, device)?, 0)?
+        .reshape((b, l, c))?;
+    Ok((tokens, Tensor::from_vec(mask, (b, l), device)?))
 }
 
 /// Text-transformer sizes read from a Hugging Face `config.json` (a `CLIPTextConfig`, or a full
@@ -387,30 +394,13 @@ impl TextEncoder for ClipTextEncoder {
         // The captions run packed (no padding; causal attention within each caption), then
         // the token states are laid out padded with zeros.
         let (hidden, offsets) = self.model.forward_packed(&ids)?;
-        let (b, c) = (ids.len(), self.sizes.hidden_size);
-        let l = ids.iter().map(Vec::len).max().unwrap_or(0);
-        let n = offsets[b];
-        let mut scatter = Vec::with_capacity(b * l);
-        let mut mask = Vec::with_capacity(b * l);
-        let mut last = Vec::with_capacity(b);
-        for w in offsets.windows(2) {
-            let len = w[1] - w[0];
-            scatter.extend((w[0]..w[1]).map(|r| r as u32));
-            scatter.extend(std::iter::repeat_n(n as u32, l - len));
-            mask.extend(std::iter::repeat_n(1f32, len));
-            mask.extend(std::iter::repeat_n(0f32, l - len));
-            last.push((w[1] - 1) as u32);
-        }
-        let device = &self.device;
-        let zero = Tensor::zeros((1, c), hidden.dtype(), device)?;
-        let tokens = Tensor::cat(&[&hidden, &zero], 0)?
-            .index_select(&Tensor::from_vec(scatter, b * l, device)?, 0)?
-            .reshape((b, l, c))?;
-        let pooled = hidden.index_select(&Tensor::from_vec(last, b, device)?, 0)?;
+        let (tokens, mask) = unpack_rows(&hidden, &offsets)?;
+        let last: Vec<u32> = offsets[1..].iter().map(|&o| (o - 1) as u32).collect();
+        let pooled = hidden.index_select(&Tensor::from_vec(last, ids.len(), &self.device)?, 0)?;
         Ok(TextFeatures {
             pooled,
             tokens,
-            mask: Tensor::from_vec(mask, (b, l), device)?,
+            mask,
         })
     }
 
@@ -432,12 +422,10 @@ const BERT_HINT: &str = "a sentence-transformers model folder: fetch config.json
 /// # Ok::<(), tmr::TmrError>(())
 /// ```
 pub struct SentenceEncoder {
-    model: bert::BertModel,
+    model: BertTransformer,
     tokenizer: Tokenizer,
     hidden: usize,
     max_len: usize,
-    pad: u32,
-    device: Device,
 }
 
 impl std::fmt::Debug for SentenceEncoder {
@@ -495,15 +483,12 @@ impl SentenceEncoder {
         if max_len < 2 {
             return Err(TmrError::Config(format!("max_len {max_len} < 2")));
         }
-        let device = vb.device().clone();
-        let model = bert::BertModel::load(vb, cfg)?;
+        let model = BertTransformer::new(cfg, vb)?;
         Ok(Self {
             model,
             tokenizer,
             hidden: cfg.hidden_size,
             max_len,
-            pad: cfg.pad_token_id as u32,
-            device,
         })
     }
 }
@@ -511,11 +496,10 @@ impl SentenceEncoder {
 impl TextEncoder for SentenceEncoder {
     fn encode(&self, captions: &[&str]) -> Result<TextFeatures> {
         let ids = tokenize(&self.tokenizer, captions, self.max_len)?;
-        let (input, mask) = pad_batch(&ids, self.pad, &self.device)?;
-        let type_ids = input.zeros_like()?;
-        let hidden = self.model.forward(&input, &type_ids, Some(&mask))?;
-        let m = mask.unsqueeze(2)?;
-        let tokens = hidden.broadcast_mul(&m)?;
+        // Sentences run packed (no padding; each attends to its own tokens), then the token
+        // states are laid out padded with zeros for mean pooling.
+        let (hidden, offsets) = self.model.forward_packed(&ids)?;
+        let (tokens, mask) = unpack_rows(&hidden, &offsets)?;
         let count = mask.sum_keepdim(1)?.clamp(1e-9f32, f32::MAX)?;
         let mean = tokens.sum(1)?.broadcast_div(&count)?;
         let norm = mean

@@ -204,3 +204,35 @@ fn real_minilm_matches_sentence_transformers_when_available() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_caption_encodes_the_same_alone_and_in_a_batch() -> Result<()> {
+    // Both encoders run captions packed without padding: a caption's features may not depend
+    // on the other captions of its batch.
+    let caps = captions()?;
+    let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
+    let clip = ClipTextEncoder::from_folder(dir().join("clip"), &Device::Cpu)?;
+    let bert = SentenceEncoder::from_folder(dir().join("bert"), &Device::Cpu)?;
+    for (name, enc) in [("clip", &clip as &dyn TextEncoder), ("bert", &bert)] {
+        let batch = enc.encode(&caps)?;
+        for (i, cap) in caps.iter().enumerate() {
+            let alone = enc.encode(&[cap])?;
+            let len = alone.mask.dim(1)?;
+            assert_close(
+                &alone.pooled.i(0)?,
+                &batch.pooled.i(i)?,
+                1e-6,
+                0.0,
+                &format!("{name} pooled {i}"),
+            );
+            assert_close(
+                &alone.tokens.i(0)?,
+                &batch.tokens.i(i)?.narrow(0, 0, len)?,
+                1e-6,
+                0.0,
+                &format!("{name} tokens {i}"),
+            );
+        }
+    }
+    Ok(())
+}
