@@ -204,34 +204,27 @@ impl Dense {
 
     /// `x: [N, in]` or `[B, T, in]` -> `[.., out]` (inference kernels).
     fn forward(&self, x: &Tensor, gelu: bool) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let rows = x.elem_count() / dims.last().copied().unwrap_or(1).max(1);
-        let y = ops::linear(
-            &x.reshape((rows, dims[dims.len() - 1]))?,
-            &self.weight,
-            &self.bias,
-            gelu,
-            true,
-        )?;
-        let mut out = dims;
-        let last = out.len() - 1;
-        out[last] = self.weight.dim(0)?;
-        y.reshape(out)
+        self.on_rows(x, |rows| {
+            ops::linear(rows, &self.weight, &self.bias, gelu, true)
+        })
     }
 
+    /// As [`Dense::forward`] with the differentiable kernels.
     fn forward_train(&self, x: &Tensor, gelu: bool) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let rows = x.elem_count() / dims.last().copied().unwrap_or(1).max(1);
-        let y = grad::linear(
-            &x.reshape((rows, dims[dims.len() - 1]))?,
-            &self.weight,
-            &self.bias,
-            gelu,
-        )?;
-        let mut out = dims;
-        let last = out.len() - 1;
-        out[last] = self.weight.dim(0)?;
-        y.reshape(out)
+        self.on_rows(x, |rows| grad::linear(rows, &self.weight, &self.bias, gelu))
+    }
+
+    /// Applies a 2-D linear form `f` to `x` flattened to `[rows, in]`, restoring the leading
+    /// dims with `out` features.
+    fn on_rows(&self, x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        let last = dims.len().saturating_sub(1);
+        let d_in = dims.get(last).copied().unwrap_or(1);
+        let y = f(&x.reshape((x.elem_count() / d_in.max(1), d_in))?)?;
+        if let Some(d) = dims.get_mut(last) {
+            *d = self.weight.dim(0)?;
+        }
+        y.reshape(dims)
     }
 }
 

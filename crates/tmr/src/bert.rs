@@ -13,32 +13,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 use kernels::ops::{self, Activation};
 
-/// `(weight, bias)` of a LayerNorm or a linear layer.
-#[derive(Debug, Clone)]
-struct Affine {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Affine {
-    fn norm(d: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get(d, "weight")?,
-            bias: vb.get(d, "bias")?,
-        })
-    }
-
-    fn linear(d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get((d_out, d_in), "weight")?,
-            bias: vb.get(d_out, "bias")?,
-        })
-    }
-
-    fn layer_norm(&self, x: &Tensor, eps: f64) -> Result<Tensor> {
-        ops::layer_norm(x, Some((&self.weight, &self.bias)), eps, true)
-    }
-}
+use crate::nn::{Affine, pack_ids};
 
 #[derive(Debug, Clone)]
 struct Layer {
@@ -159,7 +134,7 @@ impl BertTransformer {
     pub fn forward_packed(&self, ids: &[Vec<u32>]) -> Result<(Tensor, Vec<usize>)> {
         let (vocab, h) = self.word.dims2()?;
         let (context, _) = self.position.dims2()?;
-        let (flat, positions, offsets) = crate::clip::pack_ids(ids, vocab, context, "BERT")?;
+        let (flat, positions, offsets) = pack_ids(ids, vocab, context, "BERT")?;
         let device = self.word.device();
         let n = flat.len();
         if n == 0 {

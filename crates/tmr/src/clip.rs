@@ -14,35 +14,10 @@ use candle::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use kernels::ops::{self, Activation};
 
+use crate::nn::{Affine, pack_ids};
+
 /// LayerNorm epsilon of OpenAI CLIP.
 const EPS: f64 = 1e-5;
-
-/// `(weight, bias)` of a LayerNorm or a linear layer.
-#[derive(Debug, Clone)]
-struct Affine {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Affine {
-    fn norm(d: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get(d, "weight")?,
-            bias: vb.get(d, "bias")?,
-        })
-    }
-
-    fn linear(d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get((d_out, d_in), "weight")?,
-            bias: vb.get(d_out, "bias")?,
-        })
-    }
-
-    fn layer_norm(&self, x: &Tensor) -> Result<Tensor> {
-        ops::layer_norm(x, Some((&self.weight, &self.bias)), EPS, true)
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Layer {
@@ -76,7 +51,7 @@ impl Layer {
     /// `x: [N, C]` packed rows of the sequences `offsets` delimits.
     fn forward(&self, x: &Tensor, heads: usize, offsets: &[usize]) -> Result<Tensor> {
         let c = x.dim(1)?;
-        let h = self.norm1.layer_norm(x)?;
+        let h = self.norm1.layer_norm(x, EPS)?;
         let qkv = ops::linear(&h, &self.qkv.weight, &self.qkv.bias, false, true)?;
         let attn = ops::packed_attention(
             &qkv.narrow(1, 0, c)?,
@@ -89,7 +64,7 @@ impl Layer {
         )?;
         let (ow, ob) = (&self.out_proj.weight, &self.out_proj.bias);
         let x = ops::linear_residual(&attn, ow, ob, x, true)?;
-        let h = self.norm2.layer_norm(&x)?;
+        let h = self.norm2.layer_norm(&x, EPS)?;
         let f = ops::linear_act(
             &h,
             &self.fc1.weight,
@@ -164,7 +139,7 @@ impl ClipTextTransformer {
         for layer in &self.layers {
             x = layer.forward(&x, self.heads, &offsets)?;
         }
-        Ok((self.final_norm.layer_norm(&x)?, offsets))
+        Ok((self.final_norm.layer_norm(&x, EPS)?, offsets))
     }
 
     /// The device the weights live on.
@@ -176,34 +151,4 @@ impl ClipTextTransformer {
     pub fn dtype(&self) -> DType {
         self.token_embedding.dtype()
     }
-}
-
-/// Flattens token sequences for a packed forward: `(ids, positions, offsets)` with positions
-/// counting from 0 in every sequence and `S + 1` cumulative offsets. Every sequence must hold
-/// 1 to `context` tokens below `vocab`; `what` names the model in errors.
-pub(crate) fn pack_ids(
-    ids: &[Vec<u32>],
-    vocab: usize,
-    context: usize,
-    what: &str,
-) -> Result<(Vec<u32>, Vec<u32>, Vec<usize>)> {
-    let mut offsets = Vec::with_capacity(ids.len() + 1);
-    offsets.push(0);
-    let mut flat = Vec::new();
-    let mut positions = Vec::new();
-    for (i, row) in ids.iter().enumerate() {
-        if row.is_empty() || row.len() > context {
-            candle::bail!(
-                "{what}: sequence {i} has {} tokens, expected 1 to {context}",
-                row.len()
-            )
-        }
-        if let Some(&bad) = row.iter().find(|&&t| t as usize >= vocab) {
-            candle::bail!("{what}: sequence {i} has token id {bad} >= vocabulary {vocab}")
-        }
-        flat.extend_from_slice(row);
-        positions.extend(0..row.len() as u32);
-        offsets.push(flat.len());
-    }
-    Ok((flat, positions, offsets))
 }

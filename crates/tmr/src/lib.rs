@@ -26,6 +26,7 @@ pub mod bert;
 pub mod clip;
 mod error;
 mod model;
+mod nn;
 pub mod text;
 pub mod train;
 
