@@ -534,14 +534,9 @@ impl Activation {
         match self {
             Activation::Identity => Ok(x.clone()),
             Activation::GeluErf => x.gelu_erf(),
-            Activation::QuickGelu => x.mul(&sigmoid_plain(&(x * 1.702)?)?),
+            Activation::QuickGelu => x.mul(&candle_nn::ops::sigmoid(&(x * 1.702)?)?),
         }
     }
-}
-
-/// `1 / (1 + exp(-x))` with plain candle ops.
-fn sigmoid_plain(x: &Tensor) -> Result<Tensor> {
-    (x.neg()?.exp()? + 1.0)?.recip()
 }
 
 /// `act(x W^T + b)` on 2-D `x: [N, in]` (PyTorch `nn.Linear` layout): one fused op on CPU when

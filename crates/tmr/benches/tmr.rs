@@ -78,15 +78,9 @@ fn clip(c: &mut Criterion) {
     g.bench_function("clip_vit_b32_text_32_captions", |b| {
         b.iter(|| enc.encode(&caps).expect("encode"))
     });
-    let sizes = ClipTextSizes::vit_base_patch32();
     let model = tmr::clip::ClipTextTransformer::new(
+        &ClipTextSizes::vit_base_patch32(),
         VarBuilder::from_varmap(&varmap, DType::F32, &dev),
-        sizes.vocab_size,
-        sizes.hidden_size,
-        sizes.intermediate_size,
-        sizes.num_hidden_layers,
-        sizes.num_attention_heads,
-        sizes.max_position_embeddings,
     )
     .expect("clip transformer");
     let ids: Vec<Vec<u32>> = (0..32u32)

@@ -15,6 +15,7 @@ use candle_nn::VarBuilder;
 use kernels::ops::{self, Activation};
 
 use crate::nn::{Affine, pack_ids};
+use crate::text::ClipTextSizes;
 
 /// LayerNorm epsilon of OpenAI CLIP.
 const EPS: f64 = 1e-5;
@@ -87,20 +88,15 @@ pub struct ClipTextTransformer {
 }
 
 impl ClipTextTransformer {
-    /// Builds the transformer from a [`VarBuilder`] at the `text_model.` level of a Hugging
-    /// Face CLIP state dict (`embeddings.*`, `encoder.layers.N.*`, `final_layer_norm.*`).
-    ///
-    /// `width` must be divisible by `heads`; the other sizes are the vocabulary, the MLP width,
-    /// the layer count and the context length.
-    pub fn new(
-        vb: VarBuilder,
-        vocab: usize,
-        width: usize,
-        ff: usize,
-        layers: usize,
-        heads: usize,
-        context: usize,
-    ) -> Result<Self> {
+    /// Builds the transformer of `sizes` from a [`VarBuilder`] at the `text_model.` level of a
+    /// Hugging Face CLIP state dict (`embeddings.*`, `encoder.layers.N.*`, `final_layer_norm.*`).
+    pub fn new(sizes: &ClipTextSizes, vb: VarBuilder) -> Result<Self> {
+        let (vocab, width, ff) = (sizes.vocab_size, sizes.hidden_size, sizes.intermediate_size);
+        let (layers, heads, context) = (
+            sizes.num_hidden_layers,
+            sizes.num_attention_heads,
+            sizes.max_position_embeddings,
+        );
         if heads == 0 || !width.is_multiple_of(heads) {
             candle::bail!("CLIP text: width {width} is not divisible by {heads} heads")
         }

@@ -351,15 +351,7 @@ impl ClipTextEncoder {
             vb
         };
         sizes.validate()?;
-        let model = ClipTextTransformer::new(
-            vb.clone(),
-            sizes.vocab_size,
-            sizes.hidden_size,
-            sizes.intermediate_size,
-            sizes.num_hidden_layers,
-            sizes.num_attention_heads,
-            sizes.max_position_embeddings,
-        )?;
+        let model = ClipTextTransformer::new(sizes, vb.clone())?;
         Ok(Self {
             model,
             tokenizer,
