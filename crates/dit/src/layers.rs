@@ -92,6 +92,46 @@ impl Ctx<'_> {
     }
 }
 
+impl Ctx<'_> {
+    /// The residual update `h + drop_path(gate * y)` (`gate: [B, D]` per sample, `None`: no
+    /// gate) of a block with stochastic depth.
+    ///
+    /// On the training kernels the per-sample keep factors scale the small gate, not the
+    /// `[B, N, D]` branch: `h + (s gate) y` is one fused gated-residual node, with no separate
+    /// mask pass or gradient buffer for the branch. The random draws are those of
+    /// [`Ctx::drop_path`]; elsewhere it is the plain formula.
+    ///
+    /// # Shapes
+    /// `h`, `y: [B, N, D]`, `gate: [B, D]` -> `[B, N, D]`.
+    pub fn residual(&mut self, h: &Tensor, y: &Tensor, gate: Option<&Tensor>) -> Result<Tensor> {
+        let p = self.stochastic_depth;
+        if !(self.grad_kernels(h) && p > 0.0) {
+            let y = self.drop_path(y)?;
+            return match gate {
+                Some(g) => {
+                    let fast = self.fast();
+                    if self.grad_kernels(h) {
+                        kernels::grad::gated_residual(h, &y, g)
+                    } else {
+                        ops::gated_residual(h, &y, g, fast)
+                    }
+                }
+                None => h + y,
+            };
+        }
+        let (b, _, d) = h.dims3()?;
+        let factors = match gate {
+            Some(g) => self.drop_path(g)?,
+            None => {
+                // The per-sample factors drawn by `drop_path`, spread over the channels.
+                let ones = Tensor::ones((b, d), DType::F32, h.device())?;
+                self.drop_path(&ones)?.detach()
+            }
+        };
+        kernels::grad::gated_residual(h, y, &factors)
+    }
+}
+
 /// `y = x W^T + b`, PyTorch `nn.Linear` layout (`weight [out, in]`, `bias [out]`).
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
@@ -154,6 +194,28 @@ impl Linear {
     /// `gelu_erf(Linear(x))`, fused in inference.
     pub fn forward_gelu(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         self.apply(x, true, ctx)
+    }
+
+    /// `dropout(gelu_erf(Linear(x)))`: in training on the kernels one differentiable op (the
+    /// dropout multipliers drawn as [`Ctx::dropout`] would draw them), otherwise the two steps.
+    ///
+    /// # Shapes
+    /// `x: [..., in]` -> `[..., out]`.
+    pub fn forward_gelu_dropout(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        if !ctx.grad_kernels(x) {
+            let h = self.forward_gelu(x, ctx)?;
+            return ctx.dropout(&h);
+        }
+        let mut dims = x.dims().to_vec();
+        let d_in = dims.last().copied().unwrap_or(0);
+        let n = x.elem_count() / d_in.max(1);
+        let d_out = self.w.dim(0)?;
+        let keep = ctx.dropout_keep(n * d_out);
+        let y = kernels::grad::linear_gelu_dropout(&x.reshape((n, d_in))?, &self.w, &self.b, keep)?;
+        if let Some(last) = dims.last_mut() {
+            *last = d_out;
+        }
+        y.reshape(dims)
     }
 }
 
@@ -391,8 +453,7 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let h = self.fc1.forward_gelu(x, ctx)?;
-        let h = ctx.dropout(&h)?;
+        let h = self.fc1.forward_gelu_dropout(x, ctx)?;
         self.fc2.forward(&h, ctx)
     }
 }
@@ -433,9 +494,9 @@ impl PreLnBlock {
         let a = self
             .sa
             .forward(&self.initial_ln.forward(z, ctx)?, bias, ctx)?;
-        let z = (z + ctx.drop_path(&a)?)?;
+        let z = ctx.residual(z, &a, None)?;
         let m = self.ffn.forward(&self.middle_ln.forward(&z, ctx)?, ctx)?;
-        z + ctx.drop_path(&m)?
+        ctx.residual(&z, &m, None)
     }
 }
 
@@ -471,13 +532,13 @@ impl AdaLnBlock {
         let m = self.modulation.forward(silu_c, ctx)?;
         let chunk = |i: usize| m.narrow(1, i * self.d, self.d);
         if ctx.grad_kernels(h) {
-            use kernels::grad::{gated_residual, ln_modulate};
+            use kernels::grad::ln_modulate;
             let a = ln_modulate(h, &chunk(1)?, &chunk(0)?, LN_EPS)?;
             let a = self.sa.forward(&a, bias, ctx)?;
-            let h = gated_residual(h, &ctx.drop_path(&a)?, &chunk(2)?)?;
+            let h = ctx.residual(h, &a, Some(&chunk(2)?))?;
             let b = ln_modulate(&h, &chunk(4)?, &chunk(3)?, LN_EPS)?;
             let b = self.ffn.forward(&b, ctx)?;
-            return gated_residual(&h, &ctx.drop_path(&b)?, &chunk(5)?);
+            return ctx.residual(&h, &b, Some(&chunk(5)?));
         }
         let fast = ctx.fast();
         let a = ops::ln_modulate(h, &chunk(1)?, &chunk(0)?, LN_EPS, fast)?;
@@ -525,7 +586,7 @@ impl CrossBlock {
             let c = self
                 .ca
                 .forward(&self.ca_ln.forward(h, ctx)?, cond, cond_bias, ctx)?;
-            (h + ctx.drop_path(&c)?)?
+            ctx.residual(h, &c, None)?
         };
         self.block.forward(&h, bias, ctx)
     }

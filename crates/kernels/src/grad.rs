@@ -745,12 +745,19 @@ impl CustomOp1 for MaskMulNoGrad<'_> {
     }
 }
 
+/// Elements of a dropout mask drawn from one generator stream ([`dropout_keep`]).
+const DROPOUT_BLOCK: usize = 1 << 14;
+
 /// Inverted-dropout multipliers: `n` values, each 0 with probability `p` and `1 / (1 - p)`
-/// otherwise, in row-major order; `None` when `p <= 0`. Each decision compares one 32-bit draw
-/// (taken from `rng` in blocks) with `p 2^32`: half the generator work of a float draw per
-/// element, and a comparison loop that vectorises. `p >= 1` drops everything.
+/// otherwise, in row-major order; `None` when `p <= 0`. `p >= 1` drops everything.
+///
+/// One 64-bit key is drawn from `rng` per mask; block `i` of [`DROPOUT_BLOCK`] elements then
+/// comes from stream `i` of a ChaCha8 generator keyed by it (a counter-based scheme, as
+/// FlashAttention's Philox dropout), so the blocks are generated in parallel and the mask is a
+/// function of the key alone, whatever the number of threads. Each decision compares one 32-bit
+/// draw with `p 2^32`, a comparison loop that vectorises.
 pub fn dropout_keep(rng: &mut impl rand::RngCore, n: usize, p: f64) -> Option<Vec<f32>> {
-    use rand::Rng;
+    use rand::{Rng, SeedableRng};
     if p <= 0.0 {
         return None;
     }
@@ -761,15 +768,27 @@ pub fn dropout_keep(rng: &mut impl rand::RngCore, n: usize, p: f64) -> Option<Ve
     };
     // Drop when the draw is below the threshold (p >= 1: every draw is below 2^32).
     let threshold = (p * 4_294_967_296.0).round().min(4_294_967_296.0) as u64;
+    let key = rng.next_u64();
     let mut out = vec![0f32; n];
-    let mut draws = [0u32; 512];
-    for chunk in out.chunks_mut(draws.len()) {
-        let draws = &mut draws[..chunk.len()];
-        rng.fill(draws);
-        for (o, &r) in chunk.iter_mut().zip(draws.iter()) {
-            *o = if (r as u64) < threshold { 0.0 } else { keep };
+    let base = OutPtr(out.as_mut_ptr());
+    let blocks = n.div_ceil(DROPOUT_BLOCK);
+    crate::ops::run_blocks(blocks, n > DROPOUT_BLOCK, |i| {
+        let start = i * DROPOUT_BLOCK;
+        let len = DROPOUT_BLOCK.min(n - start);
+        // SAFETY: block i covers elements start .. start + len of `out` (inside it, disjoint
+        // from every other block's); `out` is not touched elsewhere until `run_blocks` returns.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(base.ptr().add(start), len) };
+        let mut stream = rand_chacha::ChaCha8Rng::seed_from_u64(key);
+        stream.set_stream(i as u64);
+        let mut draws = [0u32; 512];
+        for part in chunk.chunks_mut(draws.len()) {
+            let draws = &mut draws[..part.len()];
+            stream.fill(draws);
+            for (o, &r) in part.iter_mut().zip(draws.iter()) {
+                *o = if (r as u64) < threshold { 0.0 } else { keep };
+            }
         }
-    }
+    });
     Some(out)
 }
 
@@ -806,6 +825,8 @@ pub fn mask_mul(x: &Tensor, mask: Vec<f32>, group: usize) -> Result<Tensor> {
 /// forms `dz = dy gelu'(z)` in one pass and continues as [`LinearGrad`].
 struct LinearGeluGrad {
     pre: Mutex<Vec<f32>>,
+    /// Dropout multipliers applied after the GELU (`[N, out]`, row-major).
+    keep: Option<Vec<f32>>,
 }
 
 impl CustomOp3 for LinearGeluGrad {
@@ -828,9 +849,22 @@ impl CustomOp3 for LinearGeluGrad {
         let CpuStorage::F32(z) = z else {
             candle::bail!("linear_gelu: expected an f32 product")
         };
-        let mut out = z.clone();
+        let keep = self.keep.as_deref();
+        if keep.is_some_and(|k| k.len() != z.len()) {
+            candle::bail!("linear_gelu: dropout mask does not fit {:?}", shape.dims())
+        }
+        let mut out = vec![0f32; z.len()];
         let level = crate::simd::active();
-        par_rows(&mut out, 1, |_, o| crate::ops::gelu_in_place(o, level));
+        par_rows(&mut out, 1, |r0, o| {
+            o.copy_from_slice(&z[r0..r0 + o.len()]);
+            crate::ops::gelu_in_place(o, level);
+            if let Some(k) = keep {
+                let k = &k[r0..r0 + o.len()];
+                for (v, m) in o.iter_mut().zip(k) {
+                    *v *= m;
+                }
+            }
+        });
         *self
             .pre
             .lock()
@@ -849,9 +883,10 @@ impl CustomOp3 for LinearGeluGrad {
             .pre
             .lock()
             .map_err(|_| candle::Error::Msg("linear_gelu: saved buffer poisoned".into()))?;
-        let gz = gy
-            .contiguous()?
-            .apply_op1_no_bwd(&GeluBackwardSaved { z: &z })?;
+        let gz = gy.contiguous()?.apply_op1_no_bwd(&GeluBackwardSaved {
+            z: &z,
+            keep: self.keep.as_deref(),
+        })?;
         let packed = x
             .contiguous()?
             .apply_op3_no_bwd(&w.contiguous()?, &gz, &LinearBackward)?;
@@ -862,9 +897,11 @@ impl CustomOp3 for LinearGeluGrad {
     }
 }
 
-/// `dy * gelu'(z)` for a saved pre-activation `z` (input: `dy`).
+/// `dy * keep * gelu'(z)` for a saved pre-activation `z` and optional dropout multipliers
+/// (input: `dy`).
 struct GeluBackwardSaved<'a> {
     z: &'a [f32],
+    keep: Option<&'a [f32]>,
 }
 
 impl CustomOp1 for GeluBackwardSaved<'_> {
@@ -874,7 +911,7 @@ impl CustomOp1 for GeluBackwardSaved<'_> {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let gy = contiguous_f32(s, l, "linear_gelu backward grad")?;
         let z = self.z;
-        if z.len() != gy.len() {
+        if z.len() != gy.len() || self.keep.is_some_and(|k| k.len() != z.len()) {
             candle::bail!(
                 "linear_gelu backward: saved activation does not fit {:?}",
                 l.dims()
@@ -887,6 +924,12 @@ impl CustomOp1 for GeluBackwardSaved<'_> {
                 let (zs, gs) = (&z[r0..r0 + out.len()], &gy[r0..r0 + out.len()]);
                 for ((o, zv), gv) in out.iter_mut().zip(zs).zip(gs) {
                     *o = gv * gelu_erf_grad_f32(*zv);
+                }
+                if let Some(k) = self.keep {
+                    let k = &k[r0..r0 + out.len()];
+                    for (o, m) in out.iter_mut().zip(k) {
+                        *o *= m;
+                    }
                 }
             })
         });
@@ -902,22 +945,55 @@ impl CustomOp1 for GeluBackwardSaved<'_> {
 /// # Errors
 /// When the shapes do not fit (`in, out >= 1`).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, gelu: bool) -> Result<Tensor> {
+    if gelu {
+        return linear_gelu_dropout(x, w, b, None);
+    }
     check_linear("linear", x, w, b)?;
     if fast_ok(x) && fast_ok(w) && fast_ok(b) {
         let (x, w, b) = (x.contiguous()?, w.contiguous()?, b.contiguous()?);
-        if gelu {
-            x.apply_op3(
-                &w,
-                &b,
-                LinearGeluGrad {
-                    pre: Mutex::new(Vec::new()),
-                },
-            )
-        } else {
-            x.apply_op3(&w, &b, LinearGrad)
-        }
+        x.apply_op3(&w, &b, LinearGrad)
     } else {
-        crate::ops::linear(x, w, b, gelu, false)
+        crate::ops::linear(x, w, b, false, false)
+    }
+}
+
+/// Differentiable `gelu_erf(x W^T + b) * keep`: a linear layer, exact GELU and inverted dropout
+/// (`keep` from [`dropout_keep`], `[N, out]` row-major; `None`: no dropout) as one graph node,
+/// so the dropout costs neither a pass over the activation nor a gradient buffer of its own.
+///
+/// # Errors
+/// When the shapes do not fit (`in, out >= 1`) or `keep` has not `N * out` values.
+pub fn linear_gelu_dropout(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    keep: Option<Vec<f32>>,
+) -> Result<Tensor> {
+    let d_out = check_linear("linear_gelu_dropout", x, w, b)?;
+    let n = x.dim(0)?;
+    if let Some(k) = &keep {
+        require(k.len() == n * d_out, "linear_gelu_dropout", || {
+            format!(
+                "{} dropout multipliers do not cover the output [{n}, {d_out}]",
+                k.len()
+            )
+        })?;
+    }
+    if fast_ok(x) && fast_ok(w) && fast_ok(b) {
+        let (x, w, b) = (x.contiguous()?, w.contiguous()?, b.contiguous()?);
+        return x.apply_op3(
+            &w,
+            &b,
+            LinearGeluGrad {
+                pre: Mutex::new(Vec::new()),
+                keep,
+            },
+        );
+    }
+    let y = crate::ops::linear(x, w, b, true, false)?;
+    match keep {
+        Some(k) => y.mul(&Tensor::from_vec(k, (n, d_out), x.device())?.to_dtype(y.dtype())?),
+        None => Ok(y),
     }
 }
 

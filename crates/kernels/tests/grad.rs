@@ -126,6 +126,27 @@ fn cases() -> Res<Vec<Case>> {
             plain: Box::new(move |t| kernels::ops::linear(&t[0], &t[1], &t[2], gelu, false)),
         });
     }
+    // GELU and dropout fused into the linear node.
+    let keep: Vec<f32> = (0..b * n * 3 * d)
+        .map(|i| if i % 5 == 2 { 0.0 } else { 1.0 / 0.8 })
+        .collect();
+    let k2 = keep.clone();
+    cases.push(Case {
+        name: "linear_gelu_dropout",
+        inputs: vec![
+            randn(&[b * n, d], 22, 1.0)?,
+            randn(&[3 * d, d], 23, 0.2)?,
+            randn(&[3 * d], 24, 1.0)?,
+        ],
+        fused: Box::new(move |t| {
+            grad::linear_gelu_dropout(&t[0], &t[1], &t[2], Some(keep.clone()))
+        }),
+        plain: Box::new(move |t| {
+            let m = Tensor::from_vec(k2.clone(), (b * n, 3 * d), &Device::Cpu)?
+                .to_dtype(t[0].dtype())?;
+            kernels::ops::linear(&t[0], &t[1], &t[2], true, false)?.mul(&m)
+        }),
+    });
     // Large enough for the products to be split over threads.
     cases.push(Case {
         name: "linear_threaded",
@@ -372,6 +393,46 @@ fn shapes_that_do_not_fit_are_errors() -> Res<()> {
     let qkv = randn(&[2, 3, 24], 9, 1.0)?;
     assert!(grad::self_attention(&qkv, 3, None, None).is_err());
     assert!(grad::self_attention(&qkv, 2, Some(&randn(&[2, 4], 8, 1.0)?), None).is_err());
+    let w4 = randn(&[4, 8], 10, 1.0)?;
+    let b4 = randn(&[4], 11, 1.0)?;
+    let short = grad::linear_gelu_dropout(&x2, &w4, &b4, Some(vec![1.0; 23]));
+    assert!(short.is_err_and(|e| e.to_string().contains("23 dropout multipliers")));
+    assert!(grad::linear_gelu_dropout(&x2, &w4, &b4, Some(vec![1.0; 24])).is_ok());
+    Ok(())
+}
+
+/// Dropout masks: the documented counter-based scheme (one key from the caller's generator,
+/// block `i` from stream `i` of ChaCha8 keyed by it) re-derived here block by block, so the
+/// mask cannot depend on how the blocks were spread over threads; rate and values as asked.
+#[test]
+fn dropout_masks_follow_the_counter_based_scheme() -> Res<()> {
+    use rand::{Rng, RngCore};
+    const BLOCK: usize = 1 << 14;
+    let (n, p) = (5 * BLOCK + 1234, 0.1);
+    let mut rng = StdRng::seed_from_u64(7);
+    let mask = grad::dropout_keep(&mut rng, n, p).ok_or_else(|| anyhow::anyhow!("no mask"))?;
+    assert_eq!(mask.len(), n);
+    let key = StdRng::seed_from_u64(7).next_u64();
+    let threshold = (p * 4_294_967_296.0).round() as u64;
+    let keep = (1.0 / (1.0 - p)) as f32;
+    for (i, block) in mask.chunks(BLOCK).enumerate() {
+        let mut stream = rand_chacha::ChaCha8Rng::seed_from_u64(key);
+        stream.set_stream(i as u64);
+        for (j, &m) in block.iter().enumerate() {
+            let r: u32 = stream.random();
+            let want = if u64::from(r) < threshold { 0.0 } else { keep };
+            assert_eq!(m, want, "block {i}, element {j}");
+        }
+    }
+    let dropped = mask.iter().filter(|&&m| m == 0.0).count() as f64 / n as f64;
+    assert!((dropped - p).abs() < 0.005, "dropped fraction {dropped}");
+    // The caller's generator advanced by exactly one draw; p = 0 draws nothing.
+    let mut after = StdRng::seed_from_u64(7);
+    after.next_u64();
+    assert_eq!(rng.next_u64(), after.next_u64());
+    assert!(grad::dropout_keep(&mut rng, n, 0.0).is_none());
+    let all = grad::dropout_keep(&mut rng, 100, 1.0).ok_or_else(|| anyhow::anyhow!("no mask"))?;
+    assert!(all.iter().all(|&m| m == 0.0));
     Ok(())
 }
 

@@ -366,7 +366,11 @@ impl EncoderLayer {
         };
         let attn = dropout.apply(&self.out_proj.forward_train(&attn, false)?)?;
         let x = self.norm1.forward_train(&(xq + attn)?)?;
-        let ff = dropout.apply(&self.linear1.forward_train(&x, true)?)?;
+        // GELU and its dropout fused into the first linear node.
+        let ff = self.linear1.on_rows(&x, |rows| {
+            let keep = dropout.keep(rows.dim(0)? * self.linear1.weight.dim(0)?);
+            grad::linear_gelu_dropout(rows, &self.linear1.weight, &self.linear1.bias, keep)
+        })?;
         let ff = dropout.apply(&self.linear2.forward_train(&ff, false)?)?;
         self.norm2.forward_train(&(x + ff)?)
     }
