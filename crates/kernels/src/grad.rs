@@ -114,54 +114,67 @@ impl CustomOp2 for LnBackward<'_> {
         // Row statistics, then dx (rows in parallel).
         let mut stats = vec![0f32; 2 * rows];
         par_rows(&mut stats, 2, |r0, st| {
-            on_level(level, || {
-                for (i, s) in st.chunks_exact_mut(2).enumerate() {
-                    let r = r0 + i;
-                    let (m, inv) = mean_inv_std(&x[r * d..(r + 1) * d], eps);
-                    s[0] = m;
-                    s[1] = inv;
-                }
-            })
+            on_level(
+                level,
+                #[inline(always)]
+                || {
+                    for (i, s) in st.chunks_exact_mut(2).enumerate() {
+                        let r = r0 + i;
+                        let (m, inv) = mean_inv_std(&x[r * d..(r + 1) * d], eps);
+                        s[0] = m;
+                        s[1] = inv;
+                    }
+                },
+            )
         });
         let inv_d = 1.0 / d as f32;
         par_rows(dx, d, |r0, out| {
-            on_level(level, || {
-                for (i, o) in out.chunks_exact_mut(d).enumerate() {
-                    let r = r0 + i;
-                    let (mean, inv) = (stats[2 * r], stats[2 * r + 1]);
-                    let xr = &x[r * d..(r + 1) * d];
-                    let gr = &gy[r * d..(r + 1) * d];
-                    let mr = &mult[(r / per) * d..(r / per + 1) * d];
-                    let (mut a, mut c) = (0f32, 0f32);
-                    for ((xv, gv), mv) in xr.iter().zip(gr).zip(mr) {
-                        let gm = gv * mv;
-                        a += gm;
-                        c += gm * (xv - mean) * inv;
+            on_level(
+                level,
+                #[inline(always)]
+                || {
+                    for (i, o) in out.chunks_exact_mut(d).enumerate() {
+                        let r = r0 + i;
+                        let (mean, inv) = (stats[2 * r], stats[2 * r + 1]);
+                        let xr = &x[r * d..(r + 1) * d];
+                        let gr = &gy[r * d..(r + 1) * d];
+                        let mr = &mult[(r / per) * d..(r / per + 1) * d];
+                        let (mut a, mut c) = (0f32, 0f32);
+                        for ((xv, gv), mv) in xr.iter().zip(gr).zip(mr) {
+                            let gm = gv * mv;
+                            a += gm;
+                            c += gm * (xv - mean) * inv;
+                        }
+                        let (a, c) = (a * inv_d, c * inv_d);
+                        for (((ov, xv), gv), mv) in o.iter_mut().zip(xr).zip(gr).zip(mr) {
+                            let xh = (xv - mean) * inv;
+                            *ov = inv * (gv * mv - a - xh * c);
+                        }
                     }
-                    let (a, c) = (a * inv_d, c * inv_d);
-                    for (((ov, xv), gv), mv) in o.iter_mut().zip(xr).zip(gr).zip(mr) {
-                        let xh = (xv - mean) * inv;
-                        *ov = inv * (gv * mv - a - xh * c);
-                    }
-                }
-            })
+                },
+            )
         });
         // Parameter gradients: per group, sums over its rows (columns in parallel).
         let (dg, db) = dgb.split_at_mut(g * d);
         for gi in 0..g {
             let dgr = &mut dg[gi * d..(gi + 1) * d];
             let dbr = &mut db[gi * d..(gi + 1) * d];
-            on_level(level, || {
-                for r in gi * per..(gi + 1) * per {
-                    let (mean, inv) = (stats[2 * r], stats[2 * r + 1]);
-                    let xr = &x[r * d..(r + 1) * d];
-                    let gr = &gy[r * d..(r + 1) * d];
-                    for (((a, b), xv), gv) in dgr.iter_mut().zip(dbr.iter_mut()).zip(xr).zip(gr) {
-                        *a += gv * (xv - mean) * inv;
-                        *b += gv;
+            on_level(
+                level,
+                #[inline(always)]
+                || {
+                    for r in gi * per..(gi + 1) * per {
+                        let (mean, inv) = (stats[2 * r], stats[2 * r + 1]);
+                        let xr = &x[r * d..(r + 1) * d];
+                        let gr = &gy[r * d..(r + 1) * d];
+                        for (((a, b), xv), gv) in dgr.iter_mut().zip(dbr.iter_mut()).zip(xr).zip(gr)
+                        {
+                            *a += gv * (xv - mean) * inv;
+                            *b += gv;
+                        }
                     }
-                }
-            });
+                },
+            );
         }
         let n = out.len();
         Ok((CpuStorage::F32(out), Shape::from_dims(&[n])))
@@ -358,28 +371,37 @@ impl CustomOp2 for GatedBackward<'_> {
         let mut out = vec![0f32; y.len() + b * d];
         let (dy, dg) = out.split_at_mut(y.len());
         par_rows(dy, d, |r0, o| {
-            on_level(level, || {
-                for (i, orow) in o.chunks_exact_mut(d).enumerate() {
-                    let r = r0 + i;
-                    let gr = &gate[(r / n) * d..(r / n + 1) * d];
-                    for ((ov, gv), gyv) in orow.iter_mut().zip(gr).zip(&gy[r * d..(r + 1) * d]) {
-                        *ov = gyv * gv;
-                    }
-                }
-            })
-        });
-        par_rows(dg, d, |b0, o| {
-            on_level(level, || {
-                for (i, orow) in o.chunks_exact_mut(d).enumerate() {
-                    let bi = b0 + i;
-                    for r in bi * n..(bi + 1) * n {
-                        let (yr, gr) = (&y[r * d..(r + 1) * d], &gy[r * d..(r + 1) * d]);
-                        for ((ov, yv), gv) in orow.iter_mut().zip(yr).zip(gr) {
-                            *ov += yv * gv;
+            on_level(
+                level,
+                #[inline(always)]
+                || {
+                    for (i, orow) in o.chunks_exact_mut(d).enumerate() {
+                        let r = r0 + i;
+                        let gr = &gate[(r / n) * d..(r / n + 1) * d];
+                        for ((ov, gv), gyv) in orow.iter_mut().zip(gr).zip(&gy[r * d..(r + 1) * d])
+                        {
+                            *ov = gyv * gv;
                         }
                     }
-                }
-            })
+                },
+            )
+        });
+        par_rows(dg, d, |b0, o| {
+            on_level(
+                level,
+                #[inline(always)]
+                || {
+                    for (i, orow) in o.chunks_exact_mut(d).enumerate() {
+                        let bi = b0 + i;
+                        for r in bi * n..(bi + 1) * n {
+                            let (yr, gr) = (&y[r * d..(r + 1) * d], &gy[r * d..(r + 1) * d]);
+                            for ((ov, yv), gv) in orow.iter_mut().zip(yr).zip(gr) {
+                                *ov += yv * gv;
+                            }
+                        }
+                    }
+                },
+            )
         });
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from_dims(&[len])))
@@ -486,12 +508,16 @@ impl CustomOp2 for GeluBackward {
         let level = crate::simd::active();
         let mut dst = vec![0f32; x.len()];
         par_rows(&mut dst, 1, |r0, out| {
-            on_level(level, || {
-                let (xs, gs) = (&x[r0..r0 + out.len()], &gy[r0..r0 + out.len()]);
-                for ((o, xv), gv) in out.iter_mut().zip(xs).zip(gs) {
-                    *o = gv * gelu_erf_grad_f32(*xv);
-                }
-            })
+            on_level(
+                level,
+                #[inline(always)]
+                || {
+                    let (xs, gs) = (&x[r0..r0 + out.len()], &gy[r0..r0 + out.len()]);
+                    for ((o, xv), gv) in out.iter_mut().zip(xs).zip(gs) {
+                        *o = gv * gelu_erf_grad_f32(*xv);
+                    }
+                },
+            )
         });
         Ok((CpuStorage::F32(dst), l1.shape().clone()))
     }
@@ -761,14 +787,14 @@ pub fn dropout_keep(rng: &mut impl rand::RngCore, n: usize, p: f64) -> Option<Ve
     if p <= 0.0 {
         return None;
     }
-    let keep = if p < 1.0 {
-        (1.0 / (1.0 - p)) as f32
-    } else {
-        0.0
-    };
-    // Drop when the draw is below the threshold (p >= 1: every draw is below 2^32).
-    let threshold = (p * 4_294_967_296.0).round().min(4_294_967_296.0) as u64;
     let key = rng.next_u64();
+    if p >= 1.0 {
+        return Some(vec![0f32; n]);
+    }
+    let keep = (1.0 / (1.0 - p)) as f32;
+    // Drop when the draw is below p 2^32 (at most 2^32 - 1 here: p < 1 up to rounding).
+    let threshold = (p * 4_294_967_296.0).round().min(u32::MAX as f64) as u32;
+    let level = crate::simd::active();
     let mut out = vec![0f32; n];
     let base = OutPtr(out.as_mut_ptr());
     let blocks = n.div_ceil(DROPOUT_BLOCK);
@@ -784,9 +810,15 @@ pub fn dropout_keep(rng: &mut impl rand::RngCore, n: usize, p: f64) -> Option<Ve
         for part in chunk.chunks_mut(draws.len()) {
             let draws = &mut draws[..part.len()];
             stream.fill(draws);
-            for (o, &r) in part.iter_mut().zip(draws.iter()) {
-                *o = if (r as u64) < threshold { 0.0 } else { keep };
-            }
+            on_level(
+                level,
+                #[inline(always)]
+                || {
+                    for (o, &r) in part.iter_mut().zip(draws.iter()) {
+                        *o = if r < threshold { 0.0 } else { keep };
+                    }
+                },
+            );
         }
     });
     Some(out)
@@ -920,18 +952,22 @@ impl CustomOp1 for GeluBackwardSaved<'_> {
         let level = crate::simd::active();
         let mut dst = vec![0f32; z.len()];
         par_rows(&mut dst, 1, |r0, out| {
-            on_level(level, || {
-                let (zs, gs) = (&z[r0..r0 + out.len()], &gy[r0..r0 + out.len()]);
-                for ((o, zv), gv) in out.iter_mut().zip(zs).zip(gs) {
-                    *o = gv * gelu_erf_grad_f32(*zv);
-                }
-                if let Some(k) = self.keep {
-                    let k = &k[r0..r0 + out.len()];
-                    for (o, m) in out.iter_mut().zip(k) {
-                        *o *= m;
+            on_level(
+                level,
+                #[inline(always)]
+                || {
+                    let (zs, gs) = (&z[r0..r0 + out.len()], &gy[r0..r0 + out.len()]);
+                    for ((o, zv), gv) in out.iter_mut().zip(zs).zip(gs) {
+                        *o = gv * gelu_erf_grad_f32(*zv);
                     }
-                }
-            })
+                    if let Some(k) = self.keep {
+                        let k = &k[r0..r0 + out.len()];
+                        for (o, m) in out.iter_mut().zip(k) {
+                            *o *= m;
+                        }
+                    }
+                },
+            )
         });
         Ok((CpuStorage::F32(dst), l.shape().clone()))
     }
@@ -1282,33 +1318,37 @@ impl AttentionSaved {
                     gemm::Parallelism::None,
                 );
             }
-            on_level(level, || {
-                for i in 0..nq {
-                    let row = &mut dp[i * nk..(i + 1) * nk];
-                    let pr = &p[i * nk..(i + 1) * nk];
-                    if has_keep {
-                        for (g, kv) in row.iter_mut().zip(&kb[i * nk..(i + 1) * nk]) {
-                            *g *= kv;
+            on_level(
+                level,
+                #[inline(always)]
+                || {
+                    for i in 0..nq {
+                        let row = &mut dp[i * nk..(i + 1) * nk];
+                        let pr = &p[i * nk..(i + 1) * nk];
+                        if has_keep {
+                            for (g, kv) in row.iter_mut().zip(&kb[i * nk..(i + 1) * nk]) {
+                                *g *= kv;
+                            }
+                        }
+                        let mut acc = [0f32; 8];
+                        let mut rest = 0f32;
+                        let (gc, pc) = (row.chunks_exact(8), pr.chunks_exact(8));
+                        let (gr, prr) = (gc.remainder(), pc.remainder());
+                        for (g8, p8) in gc.zip(pc) {
+                            for j in 0..8 {
+                                acc[j] += g8[j] * p8[j];
+                            }
+                        }
+                        for (g, pv) in gr.iter().zip(prr) {
+                            rest += g * pv;
+                        }
+                        let dot = acc.iter().sum::<f32>() + rest;
+                        for (g, pv) in row.iter_mut().zip(pr) {
+                            *g = pv * (*g - dot) * scale;
                         }
                     }
-                    let mut acc = [0f32; 8];
-                    let mut rest = 0f32;
-                    let (gc, pc) = (row.chunks_exact(8), pr.chunks_exact(8));
-                    let (gr, prr) = (gc.remainder(), pc.remainder());
-                    for (g8, p8) in gc.zip(pc) {
-                        for j in 0..8 {
-                            acc[j] += g8[j] * p8[j];
-                        }
-                    }
-                    for (g, pv) in gr.iter().zip(prr) {
-                        rest += g * pv;
-                    }
-                    let dot = acc.iter().sum::<f32>() + rest;
-                    for (g, pv) in row.iter_mut().zip(pr) {
-                        *g = pv * (*g - dot) * scale;
-                    }
-                }
-            });
+                },
+            );
             // SAFETY: as above.
             unsafe {
                 // dQ = dS K: [nq, nk] x [nk, dh].
