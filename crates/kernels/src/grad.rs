@@ -1074,13 +1074,22 @@ fn attention_dims(
 /// each thread with its own scratch of `scratch` floats.
 fn for_pairs(pairs: usize, scratch: usize, work: impl Fn(usize, &mut [f32]) + Sync) {
     let threads = candle::utils::get_num_threads().clamp(1, pairs.max(1));
+    let level = crate::simd::active();
     let run = |first: usize| {
         crate::ops::with_scratch(scratch, |s| {
-            let mut pair = first;
-            while pair < pairs {
-                work(pair, s);
-                pair += threads;
-            }
+            // `work` is inlined here by its callers' `#[inline(always)]`, so its loops are
+            // compiled for `level` too.
+            on_level(
+                level,
+                #[inline(always)]
+                || {
+                    let mut pair = first;
+                    while pair < pairs {
+                        work(pair, s);
+                        pair += threads;
+                    }
+                },
+            )
         })
     };
     crate::ops::run_blocks(threads, true, run);
@@ -1136,78 +1145,84 @@ impl AttentionSaved {
         let level = crate::simd::active();
         let keep = &self.keep;
         let scratch = if keep.is_empty() { 0 } else { nq * nk };
-        for_pairs(b * h, scratch, |pair, pm| {
-            let (bi, hi) = (pair / h, pair % h);
-            let qp = qv.data[qv.start + bi * qv.batch_stride + hi * dh..].as_ptr();
-            let kp = kv.data[kv.start + bi * kv.batch_stride + hi * dh..].as_ptr();
-            let vp = vv.data[vv.start + bi * vv.batch_stride + hi * dh..].as_ptr();
-            // SAFETY: `probs` holds b h nq nk values and this pair owns its nq nk block.
-            let p =
-                unsafe { std::slice::from_raw_parts_mut(p_ptr.ptr().add(pair * nq * nk), nq * nk) };
-            // SAFETY: the views were bounds-checked in `view3` (or built in bounds); `p` holds
-            // nq nk values.
-            unsafe {
-                gemm::gemm(
-                    nq,
-                    nk,
-                    dh,
-                    p.as_mut_ptr(),
-                    1,
-                    nk as isize,
-                    false,
-                    qp,
-                    1,
-                    qv.row_stride as isize,
-                    kp,
-                    kv.row_stride as isize,
-                    1,
-                    0.0,
-                    scale,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-            let bias = (!self.bias.is_empty()).then(|| &self.bias[bi * nk..(bi + 1) * nk]);
-            for row in p.chunks_exact_mut(nk) {
-                softmax_row(row, bias, level);
-            }
-            let lhs: &[f32] = if keep.is_empty() {
-                p
-            } else {
-                let kb = &keep[pair * nq * nk..(pair + 1) * nq * nk];
-                for ((m, pv), kv) in pm.iter_mut().zip(p.iter()).zip(kb) {
-                    *m = pv * kv;
+        for_pairs(
+            b * h,
+            scratch,
+            #[inline(always)]
+            |pair, pm| {
+                let (bi, hi) = (pair / h, pair % h);
+                let qp = qv.data[qv.start + bi * qv.batch_stride + hi * dh..].as_ptr();
+                let kp = kv.data[kv.start + bi * kv.batch_stride + hi * dh..].as_ptr();
+                let vp = vv.data[vv.start + bi * vv.batch_stride + hi * dh..].as_ptr();
+                // SAFETY: `probs` holds b h nq nk values and this pair owns its nq nk block.
+                let p = unsafe {
+                    std::slice::from_raw_parts_mut(p_ptr.ptr().add(pair * nq * nk), nq * nk)
+                };
+                // SAFETY: the views were bounds-checked in `view3` (or built in bounds); `p` holds
+                // nq nk values.
+                unsafe {
+                    gemm::gemm(
+                        nq,
+                        nk,
+                        dh,
+                        p.as_mut_ptr(),
+                        1,
+                        nk as isize,
+                        false,
+                        qp,
+                        1,
+                        qv.row_stride as isize,
+                        kp,
+                        kv.row_stride as isize,
+                        1,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
                 }
-                pm
-            };
-            // SAFETY: the output block (rows bi nq.., columns hi dh.., row stride d) lies inside
-            // `out` and no other pair writes it.
-            unsafe {
-                gemm::gemm(
-                    nq,
-                    dh,
-                    nk,
-                    out_ptr.ptr().add(bi * nq * d + hi * dh),
-                    1,
-                    d as isize,
-                    false,
-                    lhs.as_ptr(),
-                    1,
-                    nk as isize,
-                    vp,
-                    1,
-                    vv.row_stride as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-        });
+                let bias = (!self.bias.is_empty()).then(|| &self.bias[bi * nk..(bi + 1) * nk]);
+                for row in p.chunks_exact_mut(nk) {
+                    softmax_row(row, bias, level);
+                }
+                let lhs: &[f32] = if keep.is_empty() {
+                    p
+                } else {
+                    let kb = &keep[pair * nq * nk..(pair + 1) * nq * nk];
+                    for ((m, pv), kv) in pm.iter_mut().zip(p.iter()).zip(kb) {
+                        *m = pv * kv;
+                    }
+                    pm
+                };
+                // SAFETY: the output block (rows bi nq.., columns hi dh.., row stride d) lies inside
+                // `out` and no other pair writes it.
+                unsafe {
+                    gemm::gemm(
+                        nq,
+                        dh,
+                        nk,
+                        out_ptr.ptr().add(bi * nq * d + hi * dh),
+                        1,
+                        d as isize,
+                        false,
+                        lhs.as_ptr(),
+                        1,
+                        nk as isize,
+                        vp,
+                        1,
+                        vv.row_stride as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            },
+        );
         Ok((out, Shape::from_dims(&[b, nq, d])))
     }
 
@@ -1246,157 +1261,162 @@ impl AttentionSaved {
         let keep = &self.keep;
         let level = crate::simd::active();
         let has_keep = !keep.is_empty();
-        for_pairs(b * h, 2 * nq * nk, |pair, scratch| {
-            let (bi, hi) = (pair / h, pair % h);
-            let (pm, dp) = scratch.split_at_mut(nq * nk);
-            let p = &probs[pair * nq * nk..(pair + 1) * nq * nk];
-            let kb = if has_keep {
-                &keep[pair * nq * nk..(pair + 1) * nq * nk]
-            } else {
-                &[][..]
-            };
-            let lhs: &[f32] = if has_keep {
-                for ((m, pv), kv) in pm.iter_mut().zip(p).zip(kb) {
-                    *m = pv * kv;
-                }
-                pm
-            } else {
-                p
-            };
-            let qp = qv.data[qv.start + bi * qv.batch_stride + hi * dh..].as_ptr();
-            let kp = kv.data[kv.start + bi * kv.batch_stride + hi * dh..].as_ptr();
-            let vp = vv.data[vv.start + bi * vv.batch_stride + hi * dh..].as_ptr();
-            let gp = gy[bi * nq * d + hi * dh..].as_ptr();
-            let at = |l: GradLayout| (l.start + bi * l.batch_stride + hi * dh, l.row_stride);
-            let ((oq, rq), (ok, rk), (ov, rv)) = (at(lq), at(lk), at(lv));
-            // SAFETY: every block written below (rows of sample bi, columns of head hi, inside
-            // `out` as checked above) belongs to this pair alone; the views are in bounds;
-            // scratch blocks hold nq nk values.
-            unsafe {
-                // dV = (P M)^T dO: [nk, nq] x [nq, dh].
-                gemm::gemm(
-                    nk,
-                    dh,
-                    nq,
-                    base.ptr().add(ov),
-                    1,
-                    rv as isize,
-                    false,
-                    lhs.as_ptr(),
-                    nk as isize,
-                    1,
-                    gp,
-                    1,
-                    d as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-                // dP = dO V^T: [nq, dh] x [dh, nk].
-                gemm::gemm(
-                    nq,
-                    nk,
-                    dh,
-                    dp.as_mut_ptr(),
-                    1,
-                    nk as isize,
-                    false,
-                    gp,
-                    1,
-                    d as isize,
-                    vp,
-                    vv.row_stride as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-            on_level(
-                level,
-                #[inline(always)]
-                || {
-                    for i in 0..nq {
-                        let row = &mut dp[i * nk..(i + 1) * nk];
-                        let pr = &p[i * nk..(i + 1) * nk];
-                        if has_keep {
-                            for (g, kv) in row.iter_mut().zip(&kb[i * nk..(i + 1) * nk]) {
-                                *g *= kv;
-                            }
-                        }
-                        let mut acc = [0f32; 8];
-                        let mut rest = 0f32;
-                        let (gc, pc) = (row.chunks_exact(8), pr.chunks_exact(8));
-                        let (gr, prr) = (gc.remainder(), pc.remainder());
-                        for (g8, p8) in gc.zip(pc) {
-                            for j in 0..8 {
-                                acc[j] += g8[j] * p8[j];
-                            }
-                        }
-                        for (g, pv) in gr.iter().zip(prr) {
-                            rest += g * pv;
-                        }
-                        let dot = acc.iter().sum::<f32>() + rest;
-                        for (g, pv) in row.iter_mut().zip(pr) {
-                            *g = pv * (*g - dot) * scale;
-                        }
+        for_pairs(
+            b * h,
+            2 * nq * nk,
+            #[inline(always)]
+            |pair, scratch| {
+                let (bi, hi) = (pair / h, pair % h);
+                let (pm, dp) = scratch.split_at_mut(nq * nk);
+                let p = &probs[pair * nq * nk..(pair + 1) * nq * nk];
+                let kb = if has_keep {
+                    &keep[pair * nq * nk..(pair + 1) * nq * nk]
+                } else {
+                    &[][..]
+                };
+                let lhs: &[f32] = if has_keep {
+                    for ((m, pv), kv) in pm.iter_mut().zip(p).zip(kb) {
+                        *m = pv * kv;
                     }
-                },
-            );
-            // SAFETY: as above.
-            unsafe {
-                // dQ = dS K: [nq, nk] x [nk, dh].
-                gemm::gemm(
-                    nq,
-                    dh,
-                    nk,
-                    base.ptr().add(oq),
-                    1,
-                    rq as isize,
-                    false,
-                    dp.as_ptr(),
-                    1,
-                    nk as isize,
-                    kp,
-                    1,
-                    kv.row_stride as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                    pm
+                } else {
+                    p
+                };
+                let qp = qv.data[qv.start + bi * qv.batch_stride + hi * dh..].as_ptr();
+                let kp = kv.data[kv.start + bi * kv.batch_stride + hi * dh..].as_ptr();
+                let vp = vv.data[vv.start + bi * vv.batch_stride + hi * dh..].as_ptr();
+                let gp = gy[bi * nq * d + hi * dh..].as_ptr();
+                let at = |l: GradLayout| (l.start + bi * l.batch_stride + hi * dh, l.row_stride);
+                let ((oq, rq), (ok, rk), (ov, rv)) = (at(lq), at(lk), at(lv));
+                // SAFETY: every block written below (rows of sample bi, columns of head hi, inside
+                // `out` as checked above) belongs to this pair alone; the views are in bounds;
+                // scratch blocks hold nq nk values.
+                unsafe {
+                    // dV = (P M)^T dO: [nk, nq] x [nq, dh].
+                    gemm::gemm(
+                        nk,
+                        dh,
+                        nq,
+                        base.ptr().add(ov),
+                        1,
+                        rv as isize,
+                        false,
+                        lhs.as_ptr(),
+                        nk as isize,
+                        1,
+                        gp,
+                        1,
+                        d as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                    // dP = dO V^T: [nq, dh] x [dh, nk].
+                    gemm::gemm(
+                        nq,
+                        nk,
+                        dh,
+                        dp.as_mut_ptr(),
+                        1,
+                        nk as isize,
+                        false,
+                        gp,
+                        1,
+                        d as isize,
+                        vp,
+                        vv.row_stride as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                on_level(
+                    level,
+                    #[inline(always)]
+                    || {
+                        for i in 0..nq {
+                            let row = &mut dp[i * nk..(i + 1) * nk];
+                            let pr = &p[i * nk..(i + 1) * nk];
+                            if has_keep {
+                                for (g, kv) in row.iter_mut().zip(&kb[i * nk..(i + 1) * nk]) {
+                                    *g *= kv;
+                                }
+                            }
+                            let mut acc = [0f32; 8];
+                            let mut rest = 0f32;
+                            let (gc, pc) = (row.chunks_exact(8), pr.chunks_exact(8));
+                            let (gr, prr) = (gc.remainder(), pc.remainder());
+                            for (g8, p8) in gc.zip(pc) {
+                                for j in 0..8 {
+                                    acc[j] += g8[j] * p8[j];
+                                }
+                            }
+                            for (g, pv) in gr.iter().zip(prr) {
+                                rest += g * pv;
+                            }
+                            let dot = acc.iter().sum::<f32>() + rest;
+                            for (g, pv) in row.iter_mut().zip(pr) {
+                                *g = pv * (*g - dot) * scale;
+                            }
+                        }
+                    },
                 );
-                // dK = dS^T Q: [nk, nq] x [nq, dh].
-                gemm::gemm(
-                    nk,
-                    dh,
-                    nq,
-                    base.ptr().add(ok),
-                    1,
-                    rk as isize,
-                    false,
-                    dp.as_ptr(),
-                    nk as isize,
-                    1,
-                    qp,
-                    1,
-                    qv.row_stride as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-        });
+                // SAFETY: as above.
+                unsafe {
+                    // dQ = dS K: [nq, nk] x [nk, dh].
+                    gemm::gemm(
+                        nq,
+                        dh,
+                        nk,
+                        base.ptr().add(oq),
+                        1,
+                        rq as isize,
+                        false,
+                        dp.as_ptr(),
+                        1,
+                        nk as isize,
+                        kp,
+                        1,
+                        kv.row_stride as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                    // dK = dS^T Q: [nk, nq] x [nq, dh].
+                    gemm::gemm(
+                        nk,
+                        dh,
+                        nq,
+                        base.ptr().add(ok),
+                        1,
+                        rk as isize,
+                        false,
+                        dp.as_ptr(),
+                        nk as isize,
+                        1,
+                        qp,
+                        1,
+                        qv.row_stride as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            },
+        );
         Ok(())
     }
 }

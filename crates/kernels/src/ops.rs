@@ -343,7 +343,7 @@ impl CustomOp3 for LnAffine {
 
 /// Mean and `1 / sqrt(biased var + eps)` of a row (two passes, `f32` like PyTorch's CPU kernel
 /// up to summation order).
-#[inline]
+#[inline(always)]
 pub(crate) fn mean_inv_std(row: &[f32], eps: f32) -> (f32, f32) {
     let d = row.len() as f32;
     let mean = sum_f32(row) / d;
@@ -363,7 +363,7 @@ pub(crate) fn mean_inv_std(row: &[f32], eps: f32) -> (f32, f32) {
     (mean, 1.0 / (var / d + eps).sqrt())
 }
 
-#[inline]
+#[inline(always)]
 fn sum_f32(row: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = row.chunks_exact(8);
