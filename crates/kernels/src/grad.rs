@@ -28,39 +28,7 @@ use crate::ops::{
     GatedResidual, GeluErf, GemmLinear, LnAffine, LnModulate, OutPtr, check_linear, contiguous_f32,
     fast_ok, mean_inv_std, par_rows, require,
 };
-use crate::simd::SimdLevel;
-
-/// Runs `f` in a function compiled for `level` (capped at what the CPU has), so the loops
-/// inlined into `f` are vectorised for AVX-512 / AVX2 + FMA or the baseline target.
-#[inline(always)]
-fn on_level<R>(level: SimdLevel, f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let level = level.min(SimdLevel::detected());
-        if level >= SimdLevel::Avx512 {
-            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (`detected`).
-            return unsafe { run_avx512(f) };
-        }
-        if level >= SimdLevel::Avx2 {
-            // SAFETY: the CPU supports AVX2 and FMA (`detected`).
-            return unsafe { run_avx2(f) };
-        }
-    }
-    let _ = level;
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
+use crate::simd::on_level;
 
 /// Splits a flat packed buffer into tensors of the given shapes (views, no copy).
 fn unpack(packed: &Tensor, shapes: &[&[usize]]) -> Result<Vec<Tensor>> {
@@ -777,7 +745,7 @@ const DROPOUT_BLOCK: usize = 1 << 14;
 /// Inverted-dropout multipliers: `n` values, each 0 with probability `p` and `1 / (1 - p)`
 /// otherwise, in row-major order; `None` when `p <= 0`. `p >= 1` drops everything.
 ///
-/// One 64-bit key is drawn from `rng` per mask; block `i` of [`DROPOUT_BLOCK`] elements then
+/// One 64-bit key is drawn from `rng` per mask; block `i` of 16 Ki (16,384) elements then
 /// comes from stream `i` of a ChaCha8 generator keyed by it (a counter-based scheme, as
 /// FlashAttention's Philox dropout), so the blocks are generated in parallel and the mask is a
 /// function of the key alone, whatever the number of threads. Each decision compares one 32-bit

@@ -283,18 +283,25 @@ impl CustomOp3 for LnModulate {
         }
         let eps = self.eps;
         let mut dst = vec![0f32; x.len()];
+        let level = crate::simd::active();
         par_rows(&mut dst, d, |r0, out| {
-            for (i, o_row) in out.chunks_exact_mut(d).enumerate() {
-                let r = r0 + i;
-                let s_row = &x[r * d..(r + 1) * d];
-                let bi = r / n;
-                let sc = &scale[bi * d..(bi + 1) * d];
-                let sh = &shift[bi * d..(bi + 1) * d];
-                let (mean, inv) = mean_inv_std(s_row, eps);
-                for (((o, v), c), h) in o_row.iter_mut().zip(s_row).zip(sc).zip(sh) {
-                    *o = (v - mean) * inv * (c + 1.0) + h;
-                }
-            }
+            crate::simd::on_level(
+                level,
+                #[inline(always)]
+                || {
+                    for (i, o_row) in out.chunks_exact_mut(d).enumerate() {
+                        let r = r0 + i;
+                        let s_row = &x[r * d..(r + 1) * d];
+                        let bi = r / n;
+                        let sc = &scale[bi * d..(bi + 1) * d];
+                        let sh = &shift[bi * d..(bi + 1) * d];
+                        let (mean, inv) = mean_inv_std(s_row, eps);
+                        for (((o, v), c), h) in o_row.iter_mut().zip(s_row).zip(sc).zip(sh) {
+                            *o = (v - mean) * inv * (c + 1.0) + h;
+                        }
+                    }
+                },
+            )
         });
         Ok((CpuStorage::F32(dst), l1.shape().clone()))
     }
@@ -327,15 +334,22 @@ impl CustomOp3 for LnAffine {
         }
         let eps = self.eps;
         let mut dst = vec![0f32; x.len()];
+        let level = crate::simd::active();
         par_rows(&mut dst, d, |r0, out| {
-            for (i, o_row) in out.chunks_exact_mut(d).enumerate() {
-                let r = r0 + i;
-                let s_row = &x[r * d..(r + 1) * d];
-                let (mean, inv) = mean_inv_std(s_row, eps);
-                for (((o, v), ww), bb) in o_row.iter_mut().zip(s_row).zip(w).zip(b) {
-                    *o = (v - mean) * inv * ww + bb;
-                }
-            }
+            crate::simd::on_level(
+                level,
+                #[inline(always)]
+                || {
+                    for (i, o_row) in out.chunks_exact_mut(d).enumerate() {
+                        let r = r0 + i;
+                        let s_row = &x[r * d..(r + 1) * d];
+                        let (mean, inv) = mean_inv_std(s_row, eps);
+                        for (((o, v), ww), bb) in o_row.iter_mut().zip(s_row).zip(w).zip(b) {
+                            *o = (v - mean) * inv * ww + bb;
+                        }
+                    }
+                },
+            )
         });
         Ok((CpuStorage::F32(dst), l1.shape().clone()))
     }
@@ -769,17 +783,24 @@ impl CustomOp3 for GatedResidual {
             )
         }
         let mut dst = vec![0f32; h.len()];
+        let level = crate::simd::active();
         par_rows(&mut dst, d, |r0, out| {
-            for (i, o_row) in out.chunks_exact_mut(d).enumerate() {
-                let r = r0 + i;
-                let bi = r / n;
-                let gr = &g[bi * d..(bi + 1) * d];
-                let hr = &h[r * d..(r + 1) * d];
-                let yr = &y[r * d..(r + 1) * d];
-                for (((o, hv), yv), gv) in o_row.iter_mut().zip(hr).zip(yr).zip(gr) {
-                    *o = hv + gv * yv;
-                }
-            }
+            crate::simd::on_level(
+                level,
+                #[inline(always)]
+                || {
+                    for (i, o_row) in out.chunks_exact_mut(d).enumerate() {
+                        let r = r0 + i;
+                        let bi = r / n;
+                        let gr = &g[bi * d..(bi + 1) * d];
+                        let hr = &h[r * d..(r + 1) * d];
+                        let yr = &y[r * d..(r + 1) * d];
+                        for (((o, hv), yv), gv) in o_row.iter_mut().zip(hr).zip(yr).zip(gr) {
+                            *o = hv + gv * yv;
+                        }
+                    }
+                },
+            )
         });
         Ok((CpuStorage::F32(dst), l1.shape().clone()))
     }

@@ -119,6 +119,40 @@ pub fn with_simd<R>(cap: SimdLevel, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` in a function compiled for `level` (capped at what the CPU has), so the loops
+/// inlined into `f` are vectorised for AVX-512 / AVX2 + FMA or the baseline target. `f` must be
+/// a closure marked `#[inline(always)]`: otherwise LLVM may keep it a separate function,
+/// compiled for the baseline target.
+#[inline(always)]
+pub(crate) fn on_level<R>(level: SimdLevel, f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let level = level.min(SimdLevel::detected());
+        if level >= SimdLevel::Avx512 {
+            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (`detected`).
+            return unsafe { run_avx512(f) };
+        }
+        if level >= SimdLevel::Avx2 {
+            // SAFETY: the CPU supports AVX2 and FMA (`detected`).
+            return unsafe { run_avx2(f) };
+        }
+    }
+    let _ = level;
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
