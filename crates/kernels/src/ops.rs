@@ -281,27 +281,11 @@ impl CustomOp3 for LnModulate {
         if scale.len() != b * d || shift.len() != b * d {
             candle::bail!("ln_modulate: scale/shift must be [{b}, {d}]")
         }
-        let eps = self.eps;
-        let mut dst = vec![0f32; x.len()];
-        let level = crate::simd::active();
-        par_rows(&mut dst, d, |r0, out| {
-            crate::simd::on_level(
-                level,
-                #[inline(always)]
-                || {
-                    for (i, o_row) in out.chunks_exact_mut(d).enumerate() {
-                        let r = r0 + i;
-                        let s_row = &x[r * d..(r + 1) * d];
-                        let bi = r / n;
-                        let sc = &scale[bi * d..(bi + 1) * d];
-                        let sh = &shift[bi * d..(bi + 1) * d];
-                        let (mean, inv) = mean_inv_std(s_row, eps);
-                        for (((o, v), c), h) in o_row.iter_mut().zip(s_row).zip(sc).zip(sh) {
-                            *o = (v - mean) * inv * (c + 1.0) + h;
-                        }
-                    }
-                },
-            )
+        // `1 + scale` once per sample, so both LayerNorms share one row kernel.
+        let gain: Vec<f32> = scale.iter().map(|c| c + 1.0).collect();
+        let dst = ln_rows(x, d, self.eps, |r| {
+            let bi = r / n;
+            (&gain[bi * d..(bi + 1) * d], &shift[bi * d..(bi + 1) * d])
         });
         Ok((CpuStorage::F32(dst), l1.shape().clone()))
     }
@@ -332,27 +316,39 @@ impl CustomOp3 for LnAffine {
         if d == 0 || b.len() != d || x.len() % d != 0 {
             candle::bail!("layer_norm: weight/bias of {d} do not fit {:?}", l1.shape())
         }
-        let eps = self.eps;
-        let mut dst = vec![0f32; x.len()];
-        let level = crate::simd::active();
-        par_rows(&mut dst, d, |r0, out| {
-            crate::simd::on_level(
-                level,
-                #[inline(always)]
-                || {
-                    for (i, o_row) in out.chunks_exact_mut(d).enumerate() {
-                        let r = r0 + i;
-                        let s_row = &x[r * d..(r + 1) * d];
-                        let (mean, inv) = mean_inv_std(s_row, eps);
-                        for (((o, v), ww), bb) in o_row.iter_mut().zip(s_row).zip(w).zip(b) {
-                            *o = (v - mean) * inv * ww + bb;
-                        }
-                    }
-                },
-            )
-        });
+        let dst = ln_rows(x, d, self.eps, |_| (w, b));
         Ok((CpuStorage::F32(dst), l1.shape().clone()))
     }
+}
+
+/// `(x - mean) / sqrt(var + eps) * gain + bias` over rows of `d`, with `params(row)` giving that
+/// row's `(gain, bias)`; rows in parallel, compiled for the active SIMD level.
+fn ln_rows<'a>(
+    x: &[f32],
+    d: usize,
+    eps: f32,
+    params: impl Fn(usize) -> (&'a [f32], &'a [f32]) + Sync,
+) -> Vec<f32> {
+    let mut dst = vec![0f32; x.len()];
+    let level = crate::simd::active();
+    par_rows(&mut dst, d, |r0, out| {
+        crate::simd::on_level(
+            level,
+            #[inline(always)]
+            || {
+                for (i, o_row) in out.chunks_exact_mut(d).enumerate() {
+                    let r = r0 + i;
+                    let s_row = &x[r * d..(r + 1) * d];
+                    let (g, h) = params(r);
+                    let (mean, inv) = mean_inv_std(s_row, eps);
+                    for (((o, v), gv), hv) in o_row.iter_mut().zip(s_row).zip(g).zip(h) {
+                        *o = (v - mean) * inv * gv + hv;
+                    }
+                }
+            },
+        )
+    });
+    dst
 }
 
 /// Mean and `1 / sqrt(biased var + eps)` of a row (two passes, `f32` like PyTorch's CPU kernel
