@@ -90,9 +90,7 @@ impl Ctx<'_> {
             _ => Ok(x.clone()),
         }
     }
-}
 
-impl Ctx<'_> {
     /// The residual update `h + drop_path(gate * y)` (`gate: [B, D]` per sample, `None`: no
     /// gate) of a block with stochastic depth.
     ///
@@ -104,31 +102,23 @@ impl Ctx<'_> {
     /// # Shapes
     /// `h`, `y: [B, N, D]`, `gate: [B, D]` -> `[B, N, D]`.
     pub fn residual(&mut self, h: &Tensor, y: &Tensor, gate: Option<&Tensor>) -> Result<Tensor> {
-        let p = self.stochastic_depth;
-        if !(self.grad_kernels(h) && p > 0.0) {
+        if !self.grad_kernels(h) {
             let y = self.drop_path(y)?;
             return match gate {
-                Some(g) => {
-                    let fast = self.fast();
-                    if self.grad_kernels(h) {
-                        kernels::grad::gated_residual(h, &y, g)
-                    } else {
-                        ops::gated_residual(h, &y, g, fast)
-                    }
-                }
+                Some(g) => ops::gated_residual(h, &y, g, self.fast()),
                 None => h + y,
             };
         }
-        let (b, _, d) = h.dims3()?;
-        let factors = match gate {
+        let gate = match gate {
             Some(g) => self.drop_path(g)?,
-            None => {
+            None if self.stochastic_depth > 0.0 => {
                 // The per-sample factors drawn by `drop_path`, spread over the channels.
-                let ones = Tensor::ones((b, d), DType::F32, h.device())?;
-                self.drop_path(&ones)?.detach()
+                let (b, _, d) = h.dims3()?;
+                self.drop_path(&Tensor::ones((b, d), DType::F32, h.device())?)?
             }
+            None => return h + y,
         };
-        kernels::grad::gated_residual(h, y, &factors)
+        kernels::grad::gated_residual(h, y, &gate)
     }
 }
 
@@ -147,20 +137,26 @@ impl Linear {
         })
     }
 
-    fn apply(&self, x: &Tensor, gelu: bool, ctx: &Ctx) -> Result<Tensor> {
+    /// Applies a 2-D linear form `f` to `x` flattened to `[rows, in]`, restoring the leading
+    /// dims with `out` features.
+    fn on_rows(&self, x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
         let mut dims = x.dims().to_vec();
         let d_in = dims.last().copied().unwrap_or(0);
-        let n = x.elem_count() / d_in.max(1);
-        let x2 = x.reshape((n, d_in))?;
-        let y = if ctx.grad_kernels(x) {
-            kernels::grad::linear(&x2, &self.w, &self.b, gelu)?
-        } else {
-            ops::linear(&x2, &self.w, &self.b, gelu, ctx.fast())?
-        };
+        let y = f(&x.reshape((x.elem_count() / d_in.max(1), d_in))?)?;
         if let Some(last) = dims.last_mut() {
             *last = self.w.dim(0)?;
         }
         y.reshape(dims)
+    }
+
+    fn apply(&self, x: &Tensor, gelu: bool, ctx: &Ctx) -> Result<Tensor> {
+        self.on_rows(x, |x2| {
+            if ctx.grad_kernels(x) {
+                kernels::grad::linear(x2, &self.w, &self.b, gelu)
+            } else {
+                ops::linear(x2, &self.w, &self.b, gelu, ctx.fast())
+            }
+        })
     }
 
     /// # Shapes
@@ -206,16 +202,10 @@ impl Linear {
             let h = self.forward_gelu(x, ctx)?;
             return ctx.dropout(&h);
         }
-        let mut dims = x.dims().to_vec();
-        let d_in = dims.last().copied().unwrap_or(0);
-        let n = x.elem_count() / d_in.max(1);
-        let d_out = self.w.dim(0)?;
-        let keep = ctx.dropout_keep(n * d_out);
-        let y = kernels::grad::linear_gelu_dropout(&x.reshape((n, d_in))?, &self.w, &self.b, keep)?;
-        if let Some(last) = dims.last_mut() {
-            *last = d_out;
-        }
-        y.reshape(dims)
+        self.on_rows(x, |rows| {
+            let keep = ctx.dropout_keep(rows.dim(0)? * self.w.dim(0)?);
+            kernels::grad::linear_gelu_dropout(rows, &self.w, &self.b, keep)
+        })
     }
 }
 
@@ -531,22 +521,19 @@ impl AdaLnBlock {
     ) -> Result<Tensor> {
         let m = self.modulation.forward(silu_c, ctx)?;
         let chunk = |i: usize| m.narrow(1, i * self.d, self.d);
-        if ctx.grad_kernels(h) {
-            use kernels::grad::ln_modulate;
-            let a = ln_modulate(h, &chunk(1)?, &chunk(0)?, LN_EPS)?;
-            let a = self.sa.forward(&a, bias, ctx)?;
-            let h = ctx.residual(h, &a, Some(&chunk(2)?))?;
-            let b = ln_modulate(&h, &chunk(4)?, &chunk(3)?, LN_EPS)?;
-            let b = self.ffn.forward(&b, ctx)?;
-            return ctx.residual(&h, &b, Some(&chunk(5)?));
-        }
-        let fast = ctx.fast();
-        let a = ops::ln_modulate(h, &chunk(1)?, &chunk(0)?, LN_EPS, fast)?;
-        let a = self.sa.forward(&a, bias, ctx)?;
-        let h = ops::gated_residual(h, &ctx.drop_path(&a)?, &chunk(2)?, fast)?;
-        let b = ops::ln_modulate(&h, &chunk(4)?, &chunk(3)?, LN_EPS, fast)?;
-        let b = self.ffn.forward(&b, ctx)?;
-        ops::gated_residual(&h, &ctx.drop_path(&b)?, &chunk(5)?, fast)
+        let (grad, fast) = (ctx.grad_kernels(h), ctx.fast());
+        let modulate = |x: &Tensor, scale: usize, shift: usize| {
+            let (sc, sh) = (chunk(scale)?, chunk(shift)?);
+            if grad {
+                kernels::grad::ln_modulate(x, &sc, &sh, LN_EPS)
+            } else {
+                ops::ln_modulate(x, &sc, &sh, LN_EPS, fast)
+            }
+        };
+        let a = self.sa.forward(&modulate(h, 1, 0)?, bias, ctx)?;
+        let h = ctx.residual(h, &a, Some(&chunk(2)?))?;
+        let b = self.ffn.forward(&modulate(&h, 4, 3)?, ctx)?;
+        ctx.residual(&h, &b, Some(&chunk(5)?))
     }
 }
 

@@ -81,47 +81,45 @@ impl CustomOp2 for LnBackward<'_> {
         let (dx, dgb) = out.split_at_mut(x.len());
         // Row statistics, then dx (rows in parallel).
         let mut stats = vec![0f32; 2 * rows];
-        par_rows(&mut stats, 2, |r0, st| {
-            on_level(
-                level,
-                #[inline(always)]
-                || {
-                    for (i, s) in st.chunks_exact_mut(2).enumerate() {
-                        let r = r0 + i;
-                        let (m, inv) = mean_inv_std(&x[r * d..(r + 1) * d], eps);
-                        s[0] = m;
-                        s[1] = inv;
-                    }
-                },
-            )
-        });
+        par_rows(
+            &mut stats,
+            2,
+            #[inline(always)]
+            |r0, st| {
+                for (i, s) in st.chunks_exact_mut(2).enumerate() {
+                    let r = r0 + i;
+                    let (m, inv) = mean_inv_std(&x[r * d..(r + 1) * d], eps);
+                    s[0] = m;
+                    s[1] = inv;
+                }
+            },
+        );
         let inv_d = 1.0 / d as f32;
-        par_rows(dx, d, |r0, out| {
-            on_level(
-                level,
-                #[inline(always)]
-                || {
-                    for (i, o) in out.chunks_exact_mut(d).enumerate() {
-                        let r = r0 + i;
-                        let (mean, inv) = (stats[2 * r], stats[2 * r + 1]);
-                        let xr = &x[r * d..(r + 1) * d];
-                        let gr = &gy[r * d..(r + 1) * d];
-                        let mr = &mult[(r / per) * d..(r / per + 1) * d];
-                        let (mut a, mut c) = (0f32, 0f32);
-                        for ((xv, gv), mv) in xr.iter().zip(gr).zip(mr) {
-                            let gm = gv * mv;
-                            a += gm;
-                            c += gm * (xv - mean) * inv;
-                        }
-                        let (a, c) = (a * inv_d, c * inv_d);
-                        for (((ov, xv), gv), mv) in o.iter_mut().zip(xr).zip(gr).zip(mr) {
-                            let xh = (xv - mean) * inv;
-                            *ov = inv * (gv * mv - a - xh * c);
-                        }
+        par_rows(
+            dx,
+            d,
+            #[inline(always)]
+            |r0, out| {
+                for (i, o) in out.chunks_exact_mut(d).enumerate() {
+                    let r = r0 + i;
+                    let (mean, inv) = (stats[2 * r], stats[2 * r + 1]);
+                    let xr = &x[r * d..(r + 1) * d];
+                    let gr = &gy[r * d..(r + 1) * d];
+                    let mr = &mult[(r / per) * d..(r / per + 1) * d];
+                    let (mut a, mut c) = (0f32, 0f32);
+                    for ((xv, gv), mv) in xr.iter().zip(gr).zip(mr) {
+                        let gm = gv * mv;
+                        a += gm;
+                        c += gm * (xv - mean) * inv;
                     }
-                },
-            )
-        });
+                    let (a, c) = (a * inv_d, c * inv_d);
+                    for (((ov, xv), gv), mv) in o.iter_mut().zip(xr).zip(gr).zip(mr) {
+                        let xh = (xv - mean) * inv;
+                        *ov = inv * (gv * mv - a - xh * c);
+                    }
+                }
+            },
+        );
         // Parameter gradients: per group, sums over its rows (columns in parallel).
         let (dg, db) = dgb.split_at_mut(g * d);
         for gi in 0..g {
@@ -335,42 +333,38 @@ impl CustomOp2 for GatedBackward<'_> {
             candle::bail!("gated_residual backward: shapes do not fit")
         }
         let n = y.len() / (b * d);
-        let level = crate::simd::active();
         let mut out = vec![0f32; y.len() + b * d];
         let (dy, dg) = out.split_at_mut(y.len());
-        par_rows(dy, d, |r0, o| {
-            on_level(
-                level,
-                #[inline(always)]
-                || {
-                    for (i, orow) in o.chunks_exact_mut(d).enumerate() {
-                        let r = r0 + i;
-                        let gr = &gate[(r / n) * d..(r / n + 1) * d];
-                        for ((ov, gv), gyv) in orow.iter_mut().zip(gr).zip(&gy[r * d..(r + 1) * d])
-                        {
-                            *ov = gyv * gv;
+        par_rows(
+            dy,
+            d,
+            #[inline(always)]
+            |r0, o| {
+                for (i, orow) in o.chunks_exact_mut(d).enumerate() {
+                    let r = r0 + i;
+                    let gr = &gate[(r / n) * d..(r / n + 1) * d];
+                    for ((ov, gv), gyv) in orow.iter_mut().zip(gr).zip(&gy[r * d..(r + 1) * d]) {
+                        *ov = gyv * gv;
+                    }
+                }
+            },
+        );
+        par_rows(
+            dg,
+            d,
+            #[inline(always)]
+            |b0, o| {
+                for (i, orow) in o.chunks_exact_mut(d).enumerate() {
+                    let bi = b0 + i;
+                    for r in bi * n..(bi + 1) * n {
+                        let (yr, gr) = (&y[r * d..(r + 1) * d], &gy[r * d..(r + 1) * d]);
+                        for ((ov, yv), gv) in orow.iter_mut().zip(yr).zip(gr) {
+                            *ov += yv * gv;
                         }
                     }
-                },
-            )
-        });
-        par_rows(dg, d, |b0, o| {
-            on_level(
-                level,
-                #[inline(always)]
-                || {
-                    for (i, orow) in o.chunks_exact_mut(d).enumerate() {
-                        let bi = b0 + i;
-                        for r in bi * n..(bi + 1) * n {
-                            let (yr, gr) = (&y[r * d..(r + 1) * d], &gy[r * d..(r + 1) * d]);
-                            for ((ov, yv), gv) in orow.iter_mut().zip(yr).zip(gr) {
-                                *ov += yv * gv;
-                            }
-                        }
-                    }
-                },
-            )
-        });
+                }
+            },
+        );
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from_dims(&[len])))
     }
@@ -473,20 +467,18 @@ impl CustomOp2 for GeluBackward {
         if x.len() != gy.len() {
             candle::bail!("gelu backward: {:?} vs {:?}", l1.dims(), l2.dims())
         }
-        let level = crate::simd::active();
         let mut dst = vec![0f32; x.len()];
-        par_rows(&mut dst, 1, |r0, out| {
-            on_level(
-                level,
-                #[inline(always)]
-                || {
-                    let (xs, gs) = (&x[r0..r0 + out.len()], &gy[r0..r0 + out.len()]);
-                    for ((o, xv), gv) in out.iter_mut().zip(xs).zip(gs) {
-                        *o = gv * gelu_erf_grad_f32(*xv);
-                    }
-                },
-            )
-        });
+        par_rows(
+            &mut dst,
+            1,
+            #[inline(always)]
+            |r0, out| {
+                let (xs, gs) = (&x[r0..r0 + out.len()], &gy[r0..r0 + out.len()]);
+                for ((o, xv), gv) in out.iter_mut().zip(xs).zip(gs) {
+                    *o = gv * gelu_erf_grad_f32(*xv);
+                }
+            },
+        );
         Ok((CpuStorage::F32(dst), l1.shape().clone()))
     }
 }
@@ -687,20 +679,30 @@ impl MaskMul {
         let mut out = vec![0f32; x.len()];
         let (g, mask) = (self.group.max(1), &self.mask);
         if g == 1 {
-            par_rows(&mut out, 1, |i0, o| {
-                for ((ov, xv), m) in o.iter_mut().zip(&x[i0..]).zip(&mask[i0..]) {
-                    *ov = xv * m;
-                }
-            });
-        } else {
-            par_rows(&mut out, g, |r0, o| {
-                for (i, orow) in o.chunks_exact_mut(g).enumerate() {
-                    let (m, xrow) = (mask[r0 + i], &x[(r0 + i) * g..(r0 + i + 1) * g]);
-                    for (ov, xv) in orow.iter_mut().zip(xrow) {
+            par_rows(
+                &mut out,
+                1,
+                #[inline(always)]
+                |i0, o| {
+                    for ((ov, xv), m) in o.iter_mut().zip(&x[i0..]).zip(&mask[i0..]) {
                         *ov = xv * m;
                     }
-                }
-            });
+                },
+            );
+        } else {
+            par_rows(
+                &mut out,
+                g,
+                #[inline(always)]
+                |r0, o| {
+                    for (i, orow) in o.chunks_exact_mut(g).enumerate() {
+                        let (m, xrow) = (mask[r0 + i], &x[(r0 + i) * g..(r0 + i + 1) * g]);
+                        for (ov, xv) in orow.iter_mut().zip(xrow) {
+                            *ov = xv * m;
+                        }
+                    }
+                },
+            );
         }
         out
     }
@@ -855,16 +857,21 @@ impl CustomOp3 for LinearGeluGrad {
         }
         let mut out = vec![0f32; z.len()];
         let level = crate::simd::active();
-        par_rows(&mut out, 1, |r0, o| {
-            o.copy_from_slice(&z[r0..r0 + o.len()]);
-            crate::ops::gelu_in_place(o, level);
-            if let Some(k) = keep {
-                let k = &k[r0..r0 + o.len()];
-                for (v, m) in o.iter_mut().zip(k) {
-                    *v *= m;
+        par_rows(
+            &mut out,
+            1,
+            #[inline(always)]
+            |r0, o| {
+                o.copy_from_slice(&z[r0..r0 + o.len()]);
+                crate::ops::gelu_in_place(o, level);
+                if let Some(k) = keep {
+                    let k = &k[r0..r0 + o.len()];
+                    for (v, m) in o.iter_mut().zip(k) {
+                        *v *= m;
+                    }
                 }
-            }
-        });
+            },
+        );
         *self
             .pre
             .lock()
@@ -917,26 +924,24 @@ impl CustomOp1 for GeluBackwardSaved<'_> {
                 l.dims()
             )
         }
-        let level = crate::simd::active();
         let mut dst = vec![0f32; z.len()];
-        par_rows(&mut dst, 1, |r0, out| {
-            on_level(
-                level,
-                #[inline(always)]
-                || {
-                    let (zs, gs) = (&z[r0..r0 + out.len()], &gy[r0..r0 + out.len()]);
-                    for ((o, zv), gv) in out.iter_mut().zip(zs).zip(gs) {
-                        *o = gv * gelu_erf_grad_f32(*zv);
+        par_rows(
+            &mut dst,
+            1,
+            #[inline(always)]
+            |r0, out| {
+                let (zs, gs) = (&z[r0..r0 + out.len()], &gy[r0..r0 + out.len()]);
+                for ((o, zv), gv) in out.iter_mut().zip(zs).zip(gs) {
+                    *o = gv * gelu_erf_grad_f32(*zv);
+                }
+                if let Some(k) = self.keep {
+                    let k = &k[r0..r0 + out.len()];
+                    for (o, m) in out.iter_mut().zip(k) {
+                        *o *= m;
                     }
-                    if let Some(k) = self.keep {
-                        let k = &k[r0..r0 + out.len()];
-                        for (o, m) in out.iter_mut().zip(k) {
-                            *o *= m;
-                        }
-                    }
-                },
-            )
-        });
+                }
+            },
+        );
         Ok((CpuStorage::F32(dst), l.shape().clone()))
     }
 }

@@ -33,8 +33,19 @@ impl OutPtr {
 const MIN_PARALLEL_ELEMS: usize = 1 << 15;
 
 /// Runs `f(row_start, dst_chunk)` over `dst` split in whole rows of `row` elements, on up to
-/// `candle::utils::get_num_threads()` threads of the shared pool ([`run_blocks`]).
+/// `candle::utils::get_num_threads()` threads of the shared pool ([`run_blocks`]), each call
+/// compiled for the caller's SIMD level ([`crate::simd::active`], read here;
+/// [`crate::simd::on_level`]). Mark `f` `#[inline(always)]`: otherwise LLVM may keep it a
+/// separate function compiled for the baseline target.
 pub(crate) fn par_rows(dst: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let level = crate::simd::active();
+    let f = |r0: usize, chunk: &mut [f32]| {
+        crate::simd::on_level(
+            level,
+            #[inline(always)]
+            || f(r0, chunk),
+        )
+    };
     let rows = dst.len().checked_div(row).unwrap_or(0);
     let threads = candle::utils::get_num_threads().max(1).min(rows.max(1));
     if threads <= 1 || dst.len() < MIN_PARALLEL_ELEMS {
@@ -221,17 +232,22 @@ impl CustomOp2 for BiasAct {
         }
         let mut dst = vec![0f32; x.len()];
         let level = crate::simd::active();
-        par_rows(&mut dst, n, |r0, out| {
-            let src = &x[r0 * n..r0 * n + out.len()];
-            for (o_row, s_row) in out.chunks_exact_mut(n).zip(src.chunks_exact(n)) {
-                for ((o, s), bb) in o_row.iter_mut().zip(s_row).zip(b) {
-                    *o = s + bb;
+        par_rows(
+            &mut dst,
+            n,
+            #[inline(always)]
+            |r0, out| {
+                let src = &x[r0 * n..r0 * n + out.len()];
+                for (o_row, s_row) in out.chunks_exact_mut(n).zip(src.chunks_exact(n)) {
+                    for ((o, s), bb) in o_row.iter_mut().zip(s_row).zip(b) {
+                        *o = s + bb;
+                    }
+                    if self.gelu {
+                        gelu_in_place(o_row, level);
+                    }
                 }
-                if self.gelu {
-                    gelu_in_place(o_row, level);
-                }
-            }
-        });
+            },
+        );
         Ok((CpuStorage::F32(dst), l1.shape().clone()))
     }
 }
@@ -246,10 +262,15 @@ impl CustomOp1 for GeluErf {
         let x = contiguous_f32(s, l, "gelu_erf")?;
         let mut dst = vec![0f32; x.len()];
         let level = crate::simd::active();
-        par_rows(&mut dst, 1, |r0, out| {
-            out.copy_from_slice(&x[r0..r0 + out.len()]);
-            gelu_in_place(out, level);
-        });
+        par_rows(
+            &mut dst,
+            1,
+            #[inline(always)]
+            |r0, out| {
+                out.copy_from_slice(&x[r0..r0 + out.len()]);
+                gelu_in_place(out, level);
+            },
+        );
         Ok((CpuStorage::F32(dst), l.shape().clone()))
     }
 }
@@ -330,24 +351,22 @@ fn ln_rows<'a>(
     params: impl Fn(usize) -> (&'a [f32], &'a [f32]) + Sync,
 ) -> Vec<f32> {
     let mut dst = vec![0f32; x.len()];
-    let level = crate::simd::active();
-    par_rows(&mut dst, d, |r0, out| {
-        crate::simd::on_level(
-            level,
-            #[inline(always)]
-            || {
-                for (i, o_row) in out.chunks_exact_mut(d).enumerate() {
-                    let r = r0 + i;
-                    let s_row = &x[r * d..(r + 1) * d];
-                    let (g, h) = params(r);
-                    let (mean, inv) = mean_inv_std(s_row, eps);
-                    for (((o, v), gv), hv) in o_row.iter_mut().zip(s_row).zip(g).zip(h) {
-                        *o = (v - mean) * inv * gv + hv;
-                    }
+    par_rows(
+        &mut dst,
+        d,
+        #[inline(always)]
+        |r0, out| {
+            for (i, o_row) in out.chunks_exact_mut(d).enumerate() {
+                let r = r0 + i;
+                let s_row = &x[r * d..(r + 1) * d];
+                let (g, h) = params(r);
+                let (mean, inv) = mean_inv_std(s_row, eps);
+                for (((o, v), gv), hv) in o_row.iter_mut().zip(s_row).zip(g).zip(h) {
+                    *o = (v - mean) * inv * gv + hv;
                 }
-            },
-        )
-    });
+            }
+        },
+    );
     dst
 }
 
@@ -419,16 +438,21 @@ impl CustomOp2 for BiasSoftmax {
         }
         let mut dst = vec![0f32; x.len()];
         let level = crate::simd::active();
-        par_rows(&mut dst, nk, |r0, out| {
-            for (i, o_row) in out.chunks_exact_mut(nk).enumerate() {
-                let r = r0 + i;
-                let s_row = &x[r * nk..(r + 1) * nk];
-                let bi = r / hq;
-                let b_row = &bias[bi * nk..(bi + 1) * nk];
-                o_row.copy_from_slice(s_row);
-                crate::attention::softmax_row(o_row, Some(b_row), level);
-            }
-        });
+        par_rows(
+            &mut dst,
+            nk,
+            #[inline(always)]
+            |r0, out| {
+                for (i, o_row) in out.chunks_exact_mut(nk).enumerate() {
+                    let r = r0 + i;
+                    let s_row = &x[r * nk..(r + 1) * nk];
+                    let bi = r / hq;
+                    let b_row = &bias[bi * nk..(bi + 1) * nk];
+                    o_row.copy_from_slice(s_row);
+                    crate::attention::softmax_row(o_row, Some(b_row), level);
+                }
+            },
+        );
         Ok((CpuStorage::F32(dst), l1.shape().clone()))
     }
 }
@@ -475,10 +499,18 @@ impl CustomOp3 for GemmLinear {
         let level = crate::simd::active();
         match self.act {
             Activation::Identity => {}
-            Activation::GeluErf => par_rows(&mut dst, 1, |_, out| gelu_in_place(out, level)),
-            Activation::QuickGelu => {
-                par_rows(&mut dst, 1, |_, out| quick_gelu_in_place(out, level))
-            }
+            Activation::GeluErf => par_rows(
+                &mut dst,
+                1,
+                #[inline(always)]
+                |_, out| gelu_in_place(out, level),
+            ),
+            Activation::QuickGelu => par_rows(
+                &mut dst,
+                1,
+                #[inline(always)]
+                |_, out| quick_gelu_in_place(out, level),
+            ),
         }
         Ok((CpuStorage::F32(dst), Shape::from_dims(&[n, d_out])))
     }
@@ -779,25 +811,23 @@ impl CustomOp3 for GatedResidual {
             )
         }
         let mut dst = vec![0f32; h.len()];
-        let level = crate::simd::active();
-        par_rows(&mut dst, d, |r0, out| {
-            crate::simd::on_level(
-                level,
-                #[inline(always)]
-                || {
-                    for (i, o_row) in out.chunks_exact_mut(d).enumerate() {
-                        let r = r0 + i;
-                        let bi = r / n;
-                        let gr = &g[bi * d..(bi + 1) * d];
-                        let hr = &h[r * d..(r + 1) * d];
-                        let yr = &y[r * d..(r + 1) * d];
-                        for (((o, hv), yv), gv) in o_row.iter_mut().zip(hr).zip(yr).zip(gr) {
-                            *o = hv + gv * yv;
-                        }
+        par_rows(
+            &mut dst,
+            d,
+            #[inline(always)]
+            |r0, out| {
+                for (i, o_row) in out.chunks_exact_mut(d).enumerate() {
+                    let r = r0 + i;
+                    let bi = r / n;
+                    let gr = &g[bi * d..(bi + 1) * d];
+                    let hr = &h[r * d..(r + 1) * d];
+                    let yr = &y[r * d..(r + 1) * d];
+                    for (((o, hv), yv), gv) in o_row.iter_mut().zip(hr).zip(yr).zip(gr) {
+                        *o = hv + gv * yv;
                     }
-                },
-            )
-        });
+                }
+            },
+        );
         Ok((CpuStorage::F32(dst), l1.shape().clone()))
     }
 }

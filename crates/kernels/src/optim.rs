@@ -62,18 +62,28 @@ impl CustomOp3 for Moments {
         );
         let mut out = vec![0f32; 2 * n];
         let (mo, vo) = out.split_at_mut(n);
-        crate::ops::par_rows(mo, 1, |i0, mo| {
-            let k = mo.len();
-            for ((o, gv), mv) in mo.iter_mut().zip(&g[i0..i0 + k]).zip(&m[i0..i0 + k]) {
-                *o = mv + (gv - mv) * b1c;
-            }
-        });
-        crate::ops::par_rows(vo, 1, |i0, vo| {
-            let k = vo.len();
-            for ((o, gv), vv) in vo.iter_mut().zip(&g[i0..i0 + k]).zip(&v[i0..i0 + k]) {
-                *o = vv * b2 + (gv * b2c) * gv;
-            }
-        });
+        crate::ops::par_rows(
+            mo,
+            1,
+            #[inline(always)]
+            |i0, mo| {
+                let k = mo.len();
+                for ((o, gv), mv) in mo.iter_mut().zip(&g[i0..i0 + k]).zip(&m[i0..i0 + k]) {
+                    *o = mv + (gv - mv) * b1c;
+                }
+            },
+        );
+        crate::ops::par_rows(
+            vo,
+            1,
+            #[inline(always)]
+            |i0, vo| {
+                let k = vo.len();
+                for ((o, gv), vv) in vo.iter_mut().zip(&g[i0..i0 + k]).zip(&v[i0..i0 + k]) {
+                    *o = vv * b2 + (gv * b2c) * gv;
+                }
+            },
+        );
         Ok((CpuStorage::F32(out), Shape::from_dims(&[2 * n])))
     }
 }
@@ -110,13 +120,18 @@ impl InplaceOp3 for Update {
             c.eps as f32,
             c.neg_step_size as f32,
         );
-        crate::ops::par_rows(p, 1, |i0, p| {
-            let k = p.len();
-            for ((pv, mv), vv) in p.iter_mut().zip(&m[i0..i0 + k]).zip(&v[i0..i0 + k]) {
-                let denom = (vv.sqrt() / b2s) * 1.0 + eps;
-                *pv = *pv * decay + (mv * step) / denom;
-            }
-        });
+        crate::ops::par_rows(
+            p,
+            1,
+            #[inline(always)]
+            |i0, p| {
+                let k = p.len();
+                for ((pv, mv), vv) in p.iter_mut().zip(&m[i0..i0 + k]).zip(&v[i0..i0 + k]) {
+                    let denom = (vv.sqrt() / b2s) * 1.0 + eps;
+                    *pv = *pv * decay + (mv * step) / denom;
+                }
+            },
+        );
         Ok(())
     }
 }
