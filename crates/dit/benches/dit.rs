@@ -2,6 +2,8 @@
 //! 16 heads, MLP x4, random weights):
 //! - `forward/<variant>`: one inference forward of a batch of 8 x 197 frames (two samples
 //!   padded), cross-attention with 77 condition tokens (CLIP's maximum);
+//! - `forward/adaln_bf16_<kernel>`: the same AdaLN forward with [`Precision::Bf16`] products
+//!   (`native` on CPUs with AVX512-BF16, `emulated` elsewhere);
 //! - `ddim50_guided/adaln`: a full 50-step DDIM sample of one motion with classifier-free
 //!   guidance 3.5 (50 forwards of a batch of 2).
 //!
@@ -11,7 +13,9 @@
 use candle::{Device, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use diffusion::{Conditioning, Ddim, Denoiser, Guided, Sampler, SeededNoise, lengths_to_mask};
-use dit::{Dit, DitConfig, Variant};
+use dit::{Dit, DitConfig, Precision, Variant};
+use kernels::bf16::{Bf16Kernel, Bf16Linear};
+use kernels::ops::Activation;
 
 fn inputs(
     cfg: &DitConfig,
@@ -46,6 +50,14 @@ fn bench(c: &mut Criterion) {
         group.bench_function(variant.name(), |bch| {
             bch.iter(|| net.forward(&x, &gamma, &cond, &mask).expect("forward"))
         });
+        if variant == Variant::AdaLn {
+            // The opt-in bfloat16 products, named after the kernel that runs them here.
+            let half = net.clone().with_precision(Precision::Bf16).expect("bf16");
+            let name = format!("adaln_bf16_{}", Bf16Kernel::auto());
+            group.bench_function(name, |bch| {
+                bch.iter(|| half.forward(&x, &gamma, &cond, &mask).expect("forward"))
+            });
+        }
     }
     group.finish();
 
@@ -110,6 +122,17 @@ fn ops(c: &mut Criterion) {
     g.bench_function("fused_linear_gelu_fc1", |b| {
         b.iter(|| dit::ops::linear(&x, &w_fc1, &b_fc1, true, true).expect("lin"))
     });
+    let fc1_bf16 = Bf16Linear::new(&w_fc1).expect("bf16 weight");
+    g.bench_function(
+        format!("bf16_{}_linear_gelu_fc1", Bf16Kernel::auto()),
+        |b| {
+            b.iter(|| {
+                fc1_bf16
+                    .forward(&x, &b_fc1, Activation::GeluErf)
+                    .expect("lin")
+            })
+        },
+    );
     g.bench_function("candle_linear_gelu_fc1", |b| {
         b.iter(|| dit::ops::linear(&x, &w_fc1, &b_fc1, true, false).expect("lin"))
     });

@@ -4,13 +4,14 @@
 //!
 //! `cargo run --release -p dit --example forward_timing -- adaln 5`
 //! (variant: adaln | incontext | cross_attention; then the number of forwards; optionally the
-//! batch size, default 8; a guided DDIM step of one motion is a batch of 2).
+//! batch size, default 8; a guided DDIM step of one motion is a batch of 2; then the precision,
+//! `f32` (default) or `bf16`).
 
 use std::time::Instant;
 
 use candle::{Device, Tensor};
 use diffusion::{Conditioning, Denoiser, lengths_to_mask};
-use dit::{Dit, DitConfig, Variant};
+use dit::{Dit, DitConfig, Precision, Variant};
 
 /// User + system CPU seconds of this process (Linux `/proc/self/stat`, 100 ticks/s).
 fn cpu_seconds() -> f64 {
@@ -32,6 +33,11 @@ fn main() -> anyhow::Result<()> {
     let cfg = DitConfig::reference(variant);
     let dev = Device::Cpu;
     let (net, _vars) = Dit::init_random(&cfg, 1, &dev)?;
+    let precision: Precision = match args.get(4) {
+        Some(p) => p.parse().map_err(anyhow::Error::msg)?,
+        None => Precision::F32,
+    };
+    let net = net.with_precision(precision)?;
     let b: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8);
     let f = 197;
     let x = Tensor::randn(0f32, 1.0, (b, f, cfg.num_feats), &dev)?;
@@ -56,8 +62,15 @@ fn main() -> anyhow::Result<()> {
     let wall = w0.elapsed().as_secs_f64() / n as f64;
     let cpu = (cpu_seconds() - c0) / n as f64;
     println!(
-        "{variant}, batch {b}: {wall:.4} s wall, {cpu:.4} s CPU per forward ({} threads)",
-        candle::utils::get_num_threads()
+        "{variant}, batch {b}, {precision}{}: {wall:.4} s wall, {cpu:.4} s CPU per forward \
+         ({} threads, SIMD {})",
+        if precision == Precision::Bf16 {
+            format!(" ({} kernel)", kernels::bf16::Bf16Kernel::auto())
+        } else {
+            String::new()
+        },
+        candle::utils::get_num_threads(),
+        kernels::simd::active()
     );
     Ok(())
 }

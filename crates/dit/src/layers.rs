@@ -12,8 +12,12 @@ use candle_nn::VarBuilder;
 use rand::Rng;
 use rand::rngs::StdRng;
 
+use std::sync::{Arc, OnceLock};
+
 use crate::ops;
 use kernels::attention::fused_attention;
+use kernels::bf16::Bf16Linear;
+use kernels::ops::Activation;
 
 /// LayerNorm epsilon of every norm in the reference network.
 pub(crate) const LN_EPS: f64 = 1e-6;
@@ -25,16 +29,25 @@ pub(crate) struct Ctx<'a> {
     pub stochastic_depth: f64,
     /// Training with the differentiable fused kernels (`kernels::grad`) where they apply.
     pub kernels: bool,
+    /// Inference products in bfloat16 (`kernels::bf16`) where the fused kernels apply.
+    pub bf16: bool,
 }
 
 impl Ctx<'_> {
-    pub fn eval() -> Ctx<'static> {
+    /// Inference, with bfloat16 products when `bf16`.
+    pub fn eval(bf16: bool) -> Ctx<'static> {
         Ctx {
             train: None,
             dropout: 0.0,
             stochastic_depth: 0.0,
             kernels: false,
+            bf16,
         }
+    }
+
+    /// Inference on the bfloat16 kernels for `x` (CPU `f32`).
+    fn bf16_kernels(&self, x: &Tensor) -> bool {
+        self.bf16 && self.train.is_none() && ops::fast_ok(x)
     }
 
     /// Inference uses the fused kernels.
@@ -127,6 +140,8 @@ impl Ctx<'_> {
 pub(crate) struct Linear {
     w: Tensor,
     b: Tensor,
+    /// The weight rounded to bfloat16, made once by [`Linear::bf16`] (shared by clones).
+    bf16: OnceLock<Arc<Bf16Linear>>,
 }
 
 impl Linear {
@@ -134,7 +149,17 @@ impl Linear {
         Ok(Self {
             w: vb.get((d_out, d_in), "weight")?,
             b: vb.get(d_out, "bias")?,
+            bf16: OnceLock::new(),
         })
+    }
+
+    /// The bfloat16 form of the weight, converted on the first call.
+    pub fn bf16(&self) -> Result<&Bf16Linear> {
+        if let Some(w) = self.bf16.get() {
+            return Ok(w);
+        }
+        let w = Arc::new(Bf16Linear::new(&self.w)?);
+        Ok(self.bf16.get_or_init(|| w))
     }
 
     /// Applies a 2-D linear form `f` to `x` flattened to `[rows, in]`, restoring the leading
@@ -151,7 +176,14 @@ impl Linear {
 
     fn apply(&self, x: &Tensor, gelu: bool, ctx: &Ctx) -> Result<Tensor> {
         self.on_rows(x, |x2| {
-            if ctx.grad_kernels(x) {
+            if ctx.bf16_kernels(x) {
+                let act = if gelu {
+                    Activation::GeluErf
+                } else {
+                    Activation::Identity
+                };
+                self.bf16()?.forward(x2, &self.b, act)
+            } else if ctx.grad_kernels(x) {
                 kernels::grad::linear(x2, &self.w, &self.b, gelu)
             } else {
                 ops::linear(x2, &self.w, &self.b, gelu, ctx.fast())
@@ -177,13 +209,12 @@ impl Linear {
         let d_in = x.dim(candle::D::Minus1)?;
         let n = x.elem_count() / d_in.max(1);
         let d_out = self.w.dim(0)?;
-        let y = ops::linear_residual(
-            &x.reshape((n, d_in))?,
-            &self.w,
-            &self.b,
-            &residual.reshape((n, d_out))?,
-            ctx.fast(),
-        )?;
+        let (x2, r2) = (x.reshape((n, d_in))?, residual.reshape((n, d_out))?);
+        let y = if ctx.bf16_kernels(x) && ops::fast_ok(residual) {
+            self.bf16()?.forward_residual(&x2, &self.b, &r2)?
+        } else {
+            ops::linear_residual(&x2, &self.w, &self.b, &r2, ctx.fast())?
+        };
         y.reshape(residual.shape())
     }
 
@@ -275,6 +306,11 @@ pub(crate) struct SelfAttention {
 }
 
 impl SelfAttention {
+    /// Its linear layers.
+    pub fn linears(&self) -> [&Linear; 2] {
+        [&self.qkv, &self.out]
+    }
+
     pub fn new(vb: VarBuilder, d: usize, heads: usize) -> Result<Self> {
         Ok(Self {
             qkv: Linear::new(vb.pp("qkv"), d, 3 * d)?,
@@ -351,6 +387,11 @@ pub(crate) struct CrossAttention {
 }
 
 impl CrossAttention {
+    /// Its linear layers.
+    pub fn linears(&self) -> [&Linear; 3] {
+        [&self.q, &self.kv, &self.out]
+    }
+
     pub fn new(vb: VarBuilder, d: usize, heads: usize) -> Result<Self> {
         Ok(Self {
             q: Linear::new(vb.pp("q"), d, d)?,
@@ -435,6 +476,11 @@ pub(crate) struct Mlp {
 }
 
 impl Mlp {
+    /// Its linear layers.
+    pub fn linears(&self) -> [&Linear; 2] {
+        [&self.fc1, &self.fc2]
+    }
+
     pub fn new(vb: VarBuilder, d: usize, hidden: usize) -> Result<Self> {
         Ok(Self {
             fc1: Linear::new(vb.pp("0"), d, hidden)?,
@@ -458,6 +504,13 @@ pub(crate) struct PreLnBlock {
 }
 
 impl PreLnBlock {
+    /// Its linear layers.
+    pub fn linears(&self) -> Vec<&Linear> {
+        let mut l = self.sa.linears().to_vec();
+        l.extend(self.ffn.linears());
+        l
+    }
+
     pub fn new(vb: VarBuilder, d: usize, heads: usize, hidden: usize) -> Result<Self> {
         Ok(Self {
             initial_ln: LayerNorm::new(vb.pp("initial_ln"), d)?,
@@ -501,6 +554,14 @@ pub(crate) struct AdaLnBlock {
 }
 
 impl AdaLnBlock {
+    /// Its linear layers.
+    pub fn linears(&self) -> Vec<&Linear> {
+        let mut l = vec![&self.modulation];
+        l.extend(self.sa.linears());
+        l.extend(self.ffn.linears());
+        l
+    }
+
     pub fn new(vb: VarBuilder, d: usize, heads: usize, hidden: usize) -> Result<Self> {
         Ok(Self {
             modulation: Linear::new(vb.pp("adaln_modulation.1"), d, 6 * d)?,
@@ -546,6 +607,13 @@ pub(crate) struct CrossBlock {
 }
 
 impl CrossBlock {
+    /// Its linear layers.
+    pub fn linears(&self) -> Vec<&Linear> {
+        let mut l = self.ca.linears().to_vec();
+        l.extend(self.block.linears());
+        l
+    }
+
     pub fn new(vb: VarBuilder, d: usize, heads: usize, hidden: usize) -> Result<Self> {
         Ok(Self {
             ca_ln: LayerNorm::new(vb.pp("ca_ln"), d)?,
@@ -632,6 +700,11 @@ pub(crate) struct TimeEmbedding {
 }
 
 impl TimeEmbedding {
+    /// Its linear layers.
+    pub fn linears(&self) -> [&Linear; 2] {
+        [&self.map0, &self.map2]
+    }
+
     pub fn new(vb: VarBuilder, dt: usize, d: usize) -> Result<Self> {
         let half = dt / 2;
         let freqs = if vb.contains_tensor("encode_time.freqs") {

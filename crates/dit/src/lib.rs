@@ -9,7 +9,8 @@
 //!   reference configuration; [`DitConfig::reference`] is the published size.
 //! - [`Dit`]: the network ([`Dit::new`] from a `VarBuilder` holding `model.*`,
 //!   [`Dit::from_checkpoint`] for `.ckpt` / `.pt` / `.safetensors`); implements
-//!   [`diffusion::Denoiser`]. [`Dit::training`] is its training-mode view.
+//!   [`diffusion::Denoiser`]. [`Dit::training`] is its training-mode view;
+//!   [`Dit::with_precision`] opts into bfloat16 inference products ([`Precision`]).
 //!
 //! # Place in the workspace
 //! Depends on `diffusion` (the `Denoiser` trait it implements) and `kernels` (the fused CPU
@@ -27,5 +28,6 @@ pub mod simd;
 
 pub use checkpoint::{CHECKPOINT_PREFIXES, DitError};
 pub use config::{DitConfig, MaskMode, Variant};
+pub use kernels::bf16::Bf16Kernel;
 pub use layers::sinusoid_table;
-pub use model::{Dit, TrainingDit};
+pub use model::{Dit, Precision, TrainingDit};

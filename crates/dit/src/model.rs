@@ -16,6 +16,7 @@ use crate::layers::{
     AdaLnBlock, CrossBlock, Ctx, LayerNorm, Linear, PreLnBlock, TimeEmbedding, position_table,
 };
 use crate::ops;
+use kernels::bf16::Bf16Kernel;
 
 /// Logit bias of an excluded key: finite, so a fully masked row gives a uniform average instead
 /// of NaN (`exp(-1e30 - max)` is exactly 0 in `f32` otherwise).
@@ -72,6 +73,61 @@ pub struct Dit {
     time_embedding: TimeEmbedding,
     body: Body,
     final_linear: Linear,
+    precision: Precision,
+}
+
+/// The arithmetic of the inference products (every linear layer) of a [`Dit`].
+///
+/// Training always runs in `f32`; so do attention scores, softmax, LayerNorm and the residual
+/// stream in both precisions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// `f32` products (the reference's arithmetic).
+    #[default]
+    F32,
+    /// Weights rounded to bfloat16 once, activations rounded on the fly, products accumulated
+    /// in `f32` ([`kernels::bf16`]): `vdpbf16ps` on CPUs with AVX512-BF16 (AMD Zen 4 / 5,
+    /// Intel Cooper Lake, Sapphire Rapids and later), elsewhere the same numbers through `f32`
+    /// `gemm` (no speed gain). Opt-in: the outputs differ from `f32` at bfloat16's precision.
+    Bf16,
+}
+
+impl Precision {
+    /// For [`Precision::Bf16`] on a CPU (or a SIMD cap, [`crate::simd`]) without AVX512-BF16:
+    /// a sentence telling the user that the products run emulated, without a speed-up.
+    pub fn emulation_note(self) -> Option<&'static str> {
+        (self == Precision::Bf16 && Bf16Kernel::auto() != Bf16Kernel::Native).then_some(
+            "this CPU has no AVX512-BF16 (or the SIMD level is capped): bf16 products run \
+                 through f32 on bf16-rounded values, the same numbers without the speed-up",
+        )
+    }
+
+    /// `f32` or `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            other => Err(format!(
+                "unknown precision {other:?} (expected f32 or bf16)"
+            )),
+        }
+    }
 }
 
 impl Dit {
@@ -133,7 +189,71 @@ impl Dit {
             time_embedding,
             body,
             final_linear,
+            precision: Precision::F32,
         })
+    }
+
+    /// The same network with its inference products in `precision` (weights shared; for
+    /// [`Precision::Bf16`] every linear layer's weight is rounded to bfloat16 here, once, and
+    /// kept beside the `f32` weight, which training and [`Precision::F32`] keep using).
+    ///
+    /// # Errors
+    /// [`Precision::Bf16`] on a network that is not on the CPU (the bfloat16 kernels are CPU
+    /// kernels).
+    pub fn with_precision(mut self, precision: Precision) -> Result<Dit> {
+        if precision == Precision::Bf16 {
+            if !self.device().is_cpu() {
+                candle::bail!(
+                    "bf16 inference runs on the CPU kernels; this network is on {:?}",
+                    self.device().location()
+                )
+            }
+            for l in self.linears() {
+                l.bf16()?;
+            }
+        }
+        self.precision = precision;
+        Ok(self)
+    }
+
+    /// The precision of the inference products ([`Dit::with_precision`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Every linear layer of the network.
+    fn linears(&self) -> Vec<&Linear> {
+        let mut l = vec![&self.input_projection, &self.final_linear];
+        l.extend(self.time_embedding.linears());
+        match &self.body {
+            Body::InContext {
+                cond_projection,
+                blocks,
+                ..
+            } => {
+                l.push(cond_projection);
+                l.extend(blocks.iter().flat_map(PreLnBlock::linears));
+            }
+            Body::AdaLn {
+                joint_cond_projection,
+                blocks,
+                final_adaln,
+            } => {
+                l.extend([joint_cond_projection, final_adaln]);
+                l.extend(blocks.iter().flat_map(AdaLnBlock::linears));
+            }
+            Body::CrossAttention {
+                cond_projection,
+                cond_blocks,
+                blocks,
+                ..
+            } => {
+                l.push(cond_projection);
+                l.extend(cond_blocks.iter().flat_map(PreLnBlock::linears));
+                l.extend(blocks.iter().flat_map(CrossBlock::linears));
+            }
+        }
+        l
     }
 
     /// The configuration this network was built with.
@@ -194,6 +314,7 @@ impl Dit {
             dropout: self.cfg.dropout,
             stochastic_depth: self.cfg.stochastic_depth,
             kernels,
+            bf16: false,
         };
         self.run(x_t, gamma, cond, frame_mask, &mut ctx)
     }
@@ -410,7 +531,13 @@ impl Denoiser for Dit {
         cond: &Conditioning,
         frame_mask: &Tensor,
     ) -> Result<Tensor> {
-        self.run(x_t, gamma, cond, frame_mask, &mut Ctx::eval())
+        self.run(
+            x_t,
+            gamma,
+            cond,
+            frame_mask,
+            &mut Ctx::eval(self.precision == Precision::Bf16),
+        )
     }
 }
 

@@ -7,6 +7,8 @@
 //! - [`grad`]: the same operations as differentiable custom ops (forward and backward kernels)
 //!   for training.
 //! - [`optim`]: a fused in-place AdamW update.
+//! - [`bf16`]: opt-in bfloat16 linear layers for inference (AVX512-BF16 `vdpbf16ps` where the
+//!   CPU has it, the same numbers through `f32` `gemm` elsewhere).
 //! - [`attention`]: the fused attention itself and the softmax / `exp` it is built on.
 //! - [`simd`]: which SIMD path the kernels take (`MOTION_DIT_SIMD`, [`simd::with_simd`]).
 //!
@@ -15,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod attention;
+pub mod bf16;
 pub mod grad;
 pub mod ops;
 pub mod optim;

@@ -16,15 +16,15 @@ use crate::simd::SimdLevel;
 
 /// Raw output pointer shared by worker threads that write disjoint elements.
 #[derive(Clone, Copy)]
-pub(crate) struct OutPtr(pub(crate) *mut f32);
+pub(crate) struct OutPtr<T = f32>(pub(crate) *mut T);
 // SAFETY: only dereferenced at disjoint positions by the blocks of one `run_blocks` call,
 // which all end before the buffer is used again.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
+unsafe impl<T> Send for OutPtr<T> {}
+unsafe impl<T> Sync for OutPtr<T> {}
 
-impl OutPtr {
+impl<T> OutPtr<T> {
     /// Method access so closures capture the whole (Send + Sync) wrapper, not its field.
-    pub(crate) fn ptr(&self) -> *mut f32 {
+    pub(crate) fn ptr(&self) -> *mut T {
         self.0
     }
 }
@@ -496,23 +496,28 @@ impl CustomOp3 for GemmLinear {
             dst.extend_from_slice(b);
         }
         gemm_acc(&mut dst, x, w, n, d_in, d_out);
-        let level = crate::simd::active();
-        match self.act {
-            Activation::Identity => {}
-            Activation::GeluErf => par_rows(
-                &mut dst,
-                1,
-                #[inline(always)]
-                |_, out| gelu_in_place(out, level),
-            ),
-            Activation::QuickGelu => par_rows(
-                &mut dst,
-                1,
-                #[inline(always)]
-                |_, out| quick_gelu_in_place(out, level),
-            ),
-        }
+        activate_in_place(&mut dst, self.act);
         Ok((CpuStorage::F32(dst), Shape::from_dims(&[n, d_out])))
+    }
+}
+
+/// Applies `act` to every element of `dst` in place, on the pool's threads.
+pub(crate) fn activate_in_place(dst: &mut [f32], act: Activation) {
+    let level = crate::simd::active();
+    match act {
+        Activation::Identity => {}
+        Activation::GeluErf => par_rows(
+            dst,
+            1,
+            #[inline(always)]
+            |_, out| gelu_in_place(out, level),
+        ),
+        Activation::QuickGelu => par_rows(
+            dst,
+            1,
+            #[inline(always)]
+            |_, out| quick_gelu_in_place(out, level),
+        ),
     }
 }
 

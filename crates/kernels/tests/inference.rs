@@ -201,3 +201,191 @@ fn quick_gelu_linear_matches_plain_f64_on_every_simd_path() -> Res<()> {
     }
     Ok(())
 }
+
+/// `act(residual + xr wr^T + b)` in `f64` from the bf16-rounded `x` and `w`, with
+/// `sum |xr wr|` per output (the scale of the accumulation's rounding error).
+fn bf16_reference(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    residual: Option<&Tensor>,
+    act: Activation,
+) -> Res<(Vec<f64>, Vec<f64>)> {
+    let (n, k) = x.dims2()?;
+    let out = w.dim(0)?;
+    let r = |t: &Tensor| -> Res<Vec<f64>> {
+        Ok(t.flatten_all()?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .map(|v| f64::from(bf16::round_to_bf16(v)))
+            .collect())
+    };
+    let (xv, wv) = (r(x)?, r(w)?);
+    let bv = b.to_vec1::<f32>()?;
+    let rv = match residual {
+        Some(t) => t.flatten_all()?.to_vec1::<f32>()?,
+        None => vec![0.0; n * out],
+    };
+    let (mut y, mut scale) = (vec![0f64; n * out], vec![0f64; n * out]);
+    for i in 0..n {
+        for o in 0..out {
+            let (mut s, mut a) = (0f64, 0f64);
+            for j in 0..k {
+                s += xv[i * k + j] * wv[o * k + j];
+                a += (xv[i * k + j] * wv[o * k + j]).abs();
+            }
+            let z = s + f64::from(bv[o]) + f64::from(rv[i * out + o]);
+            y[i * out + o] = match act {
+                Activation::Identity => z,
+                Activation::GeluErf => 0.5 * z * (1.0 + libm_erf(z / std::f64::consts::SQRT_2)),
+                Activation::QuickGelu => z / (1.0 + (-1.702 * z).exp()),
+            };
+            scale[i * out + o] = a + z.abs();
+        }
+    }
+    Ok((y, scale))
+}
+
+/// `erf` in `f64` through candle's exact-GELU (`gelu_erf(z) = z (1 + erf(z / sqrt 2)) / 2`).
+fn libm_erf(v: f64) -> f64 {
+    let z = v * std::f64::consts::SQRT_2;
+    let g = Tensor::new(&[z], &Device::Cpu)
+        .and_then(|t| t.gelu_erf())
+        .and_then(|t| t.to_vec1::<f64>())
+        .map(|g| g[0])
+        .unwrap_or(f64::NAN);
+    if z == 0.0 { 0.0 } else { 2.0 * g / z - 1.0 }
+}
+
+use kernels::bf16::{self, Bf16Kernel, Bf16Linear};
+
+fn bf16_kernels() -> Vec<Bf16Kernel> {
+    let mut k = vec![Bf16Kernel::Emulated, Bf16Kernel::Portable];
+    if Bf16Kernel::native_supported() {
+        k.push(Bf16Kernel::Native);
+    }
+    k
+}
+
+#[test]
+fn bf16_linear_matches_f64_on_rounded_operands_for_every_kernel_and_tail() -> Res<()> {
+    // Rows around the native tiles (12, 4, 1), depths with an odd tail, outputs around the
+    // 32-column panels and the 4-panel groups.
+    let shapes = [
+        (1, 1, 1),
+        (5, 7, 17),
+        (13, 64, 33),
+        (29, 65, 130),
+        (40, 128, 300),
+    ];
+    let acts = [
+        Activation::Identity,
+        Activation::GeluErf,
+        Activation::QuickGelu,
+    ];
+    for (si, &(n, k, out)) in shapes.iter().enumerate() {
+        let seed = 100 + 10 * si as u64;
+        let x = randn(&[n, k], seed, 1.0)?;
+        let w = randn(&[out, k], seed + 1, 0.5)?;
+        let b = randn(&[out], seed + 2, 0.5)?;
+        let res = randn(&[n, out], seed + 3, 1.0)?;
+        let lin = Bf16Linear::new(&w)?;
+        assert_eq!(lin.dims(), (out, k));
+        for (ai, &act) in acts.iter().enumerate() {
+            let residual = (ai == 0).then_some(&res);
+            let (want, scale) = bf16_reference(&x, &w, &b, residual, act)?;
+            for kernel in bf16_kernels() {
+                let got = lin
+                    .forward_with(kernel, &x, &b, act, residual)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                assert_eq!(got.len(), want.len());
+                for (i, ((g, w), s)) in got.iter().zip(&want).zip(&scale).enumerate() {
+                    // f32 accumulation of exact products: a few ulps of the absolute sum.
+                    let tol = 4e-6 * (1.0 + s);
+                    assert!(
+                        (f64::from(*g) - w).abs() <= tol,
+                        "{kernel} {act:?} [{n}, {k}] x [{out}, {k}] element {i}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn bf16_linear_rounds_the_operands_and_agrees_with_f32_to_bf16_precision() -> Res<()> {
+    let x = randn(&[24, 96], 200, 1.0)?;
+    let w = randn(&[48, 96], 201, 0.3)?;
+    let b = randn(&[48], 202, 0.1)?;
+    let full = ops::linear_act(&x, &w, &b, Activation::Identity, true)?;
+    let half = Bf16Linear::new(&w)?.forward(&x, &b, Activation::Identity)?;
+    let diff = max_abs_diff(&full, &half)?;
+    // Two operands each off by at most 2^-8 relatively: |error| <= 2^-7 sum |x w| (about 4.8
+    // here); the typical error is far smaller, but it is not zero.
+    assert!(
+        diff > 1e-5,
+        "bf16 product equals the f32 one ({diff:e}): nothing was rounded"
+    );
+    assert!(diff < 0.05, "bf16 product off by {diff:e}");
+    // The rounded weights as f32 are the bf16 values.
+    let wr = Bf16Linear::new(&w)?
+        .weight_f32()?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    for (r, v) in wr.iter().zip(w.flatten_all()?.to_vec1::<f32>()?) {
+        assert_eq!(r.to_bits() & 0xffff, 0);
+        assert!((r - v).abs() <= v.abs() * 2f32.powi(-8));
+    }
+    Ok(())
+}
+
+#[test]
+fn bf16_kernel_choice_follows_the_cpu_and_the_simd_cap() -> Res<()> {
+    let auto = Bf16Kernel::auto();
+    if Bf16Kernel::native_supported() {
+        assert_eq!(
+            auto == Bf16Kernel::Native,
+            SimdLevel::detected() == SimdLevel::Avx512
+        );
+    } else {
+        assert_eq!(auto, Bf16Kernel::Emulated);
+    }
+    assert_eq!(
+        with_simd(SimdLevel::Avx2, Bf16Kernel::auto),
+        Bf16Kernel::Emulated
+    );
+    Ok(())
+}
+
+#[test]
+fn bf16_linear_rejects_bad_inputs_naming_them() -> Res<()> {
+    let w = randn(&[8, 4], 300, 1.0)?;
+    let lin = Bf16Linear::new(&w)?;
+    let b = randn(&[8], 301, 1.0)?;
+    let msg = |r: candle::Result<Tensor>| r.err().map(|e| e.to_string()).unwrap_or_default();
+    let e = msg(lin.forward(&randn(&[3, 5], 302, 1.0)?, &b, Activation::Identity));
+    assert!(e.contains("[3, 5]") && e.contains("[8, 4]"), "{e}");
+    let e = msg(lin.forward(
+        &randn(&[3, 4], 303, 1.0)?,
+        &randn(&[7], 304, 1.0)?,
+        Activation::Identity,
+    ));
+    assert!(e.contains("bias [7]"), "{e}");
+    let e = msg(lin.forward_residual(&randn(&[3, 4], 305, 1.0)?, &b, &randn(&[2, 8], 306, 1.0)?));
+    assert!(e.contains("residual [2, 8]"), "{e}");
+    let x64 = randn(&[3, 4], 307, 1.0)?.to_dtype(DType::F64)?;
+    let e = msg(lin.forward(&x64, &b, Activation::Identity));
+    assert!(e.contains("input is F64"), "{e}");
+    if !Bf16Kernel::native_supported() {
+        let x = randn(&[3, 4], 308, 1.0)?;
+        let e = msg(lin.forward_with(Bf16Kernel::Native, &x, &b, Activation::Identity, None));
+        assert!(e.contains("AVX512-BF16"), "{e}");
+    }
+    let e = Bf16Linear::new(&randn(&[8], 309, 1.0)?)
+        .err()
+        .map(|e| e.to_string());
+    assert!(e.unwrap_or_default().contains("[8]"));
+    Ok(())
+}

@@ -8,7 +8,8 @@ use test_fixtures::{Fixture, assert_close};
 
 use crate::{fixture_net, frame_mask, tolerance};
 
-fn condition(fx: &Fixture) -> anyhow::Result<Conditioning> {
+/// The fixture's `input.y` as a pooled or token condition (by its rank).
+pub(crate) fn condition(fx: &Fixture) -> anyhow::Result<Conditioning> {
     let y = fx.f32("input.y")?;
     Ok(if y.rank() == 3 {
         Conditioning::Tokens {

@@ -3,6 +3,7 @@
 //! Every test runs on the small fixture networks (d = 64, 2 layers) and takes well under a
 //! second in the dev profile; nothing is gated.
 
+mod bf16;
 mod checkpoint;
 mod fixtures;
 mod kernels;

@@ -1,15 +1,22 @@
 //! End to end: DDPM and DDIM sampling with classifier-free guidance (w = 3.5) on the
 //! `dit_adaln` network, against every traced step of `sampling.safetensors`.
 
-use diffusion::{Conditioning, Ddim, Ddpm, Guided, ReplayNoise, Sampler, StepInfo};
+use candle::Tensor;
+use diffusion::{Conditioning, Ddim, Ddpm, Guided, ReplayNoise, Sampler, StepCallback, StepInfo};
+use dit::Dit;
 use test_fixtures::{Fixture, assert_close};
 
 use crate::{fixture_net, tolerance};
 
-fn run(kind: &str) -> anyhow::Result<()> {
+/// Runs the fixture's guided `kind` sampler (`ddpm` or `ddim`, its step count, clip and
+/// guidance weight) on `net` from the fixture's latents with its recorded noise, calling
+/// `on_step` at every step; returns the fixture and the final sample.
+pub(crate) fn sample_fixture(
+    kind: &str,
+    net: &Dit,
+    on_step: &mut StepCallback<'_>,
+) -> anyhow::Result<(Fixture, Tensor)> {
     let fx = Fixture::load("sampling")?;
-    let (net, _) = fixture_net(&Fixture::load("dit_adaln")?)?;
-    let (atol, rtol) = tolerance(&fx)?;
     let w = fx.json_f64("/config/cfg")?;
     let x = fx.f32("input.x")?;
     let cond = Conditioning::Pooled(fx.f32("input.y")?);
@@ -25,7 +32,16 @@ fn run(kind: &str) -> anyhow::Result<()> {
         .map(|k| fx.f32(&format!("noise.step_{k:02}")))
         .collect::<Result<_, _>>()?;
     let mut noise = ReplayNoise::new(noise);
-    let guided = Guided::new(&net, w);
+    let guided = Guided::new(net, w);
+    let out = sampler.sample_with_callback(&guided, x, &cond, &mask, &mut noise, on_step)?;
+    Ok((fx, out))
+}
+
+fn run(kind: &str) -> anyhow::Result<()> {
+    let fx = Fixture::load("sampling")?;
+    let (net, _) = fixture_net(&Fixture::load("dit_adaln")?)?;
+    let (atol, rtol) = tolerance(&fx)?;
+    let steps = fx.json_f64(&format!("/config/{kind}_steps"))? as usize;
     let mut checked = 0;
     let mut on_step = |s: &StepInfo<'_>| -> candle::Result<()> {
         let k = s.index;
@@ -62,7 +78,7 @@ fn run(kind: &str) -> anyhow::Result<()> {
         checked += 1;
         Ok(())
     };
-    let out = sampler.sample_with_callback(&guided, x, &cond, &mask, &mut noise, &mut on_step)?;
+    let (_, out) = sample_fixture(kind, &net, &mut on_step)?;
     assert_eq!(checked, steps);
     assert_close(&out, &fx.f32(&format!("output.{kind}"))?, atol, rtol, kind);
     Ok(())
