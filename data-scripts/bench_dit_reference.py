@@ -475,6 +475,19 @@ def run_bench(args):
                                                         args.warmup, args.runs)
                 print(f"  forward/{variant}: {results[f'forward/{variant}']['median_ms']:.1f} ms",
                       file=sys.stderr, flush=True)
+                if args.bf16 and variant == "adaln":
+                    # PyTorch's bf16 CPU inference: autocast runs the linear layers (and the
+                    # attention products) on oneDNN's bf16 kernels (AVX512-BF16 / AMX where the
+                    # CPU has them); the twin of `forward/adaln_bf16_<kernel>`.
+                    name = f"forward/{variant}_bf16_autocast"
+
+                    def run_bf16():
+                        with torch.autocast("cpu", dtype=torch.bfloat16):
+                            return net(g, x, y, padded)
+
+                    results[name] = time_fn(run_bf16, args.warmup, args.runs)
+                    print(f"  {name}: {results[name]['median_ms']:.1f} ms", file=sys.stderr,
+                          flush=True)
         if args.only in (None, "nfe"):
             net = reference_net("adaln", 1)
             for b in (1, 32):
@@ -514,6 +527,8 @@ def main():
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     p.add_argument("--attention", choices=("sdpa", "manual"), default="sdpa",
                    help="scaled_dot_product_attention (default) or explicit matmul/softmax")
+    p.add_argument("--bf16", action="store_true",
+                   help="also time the AdaLN forward under torch.autocast(bfloat16)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
     ATTENTION_IMPL = args.attention

@@ -208,8 +208,9 @@ impl Dit {
                     self.device().location()
                 )
             }
+            let kernel = Bf16Kernel::auto();
             for l in self.linears() {
-                l.bf16()?;
+                l.bf16()?.prepare(kernel)?;
             }
         }
         self.precision = precision;

@@ -161,6 +161,21 @@ impl Bf16Linear {
         })
     }
 
+    /// Builds the layout `kernel` reads now rather than on its first product (the packed
+    /// pairs, or the rounded `f32` weights for [`Bf16Kernel::Emulated`]).
+    ///
+    /// # Errors
+    /// Only from building the `f32` tensor.
+    pub fn prepare(&self, kernel: Bf16Kernel) -> Result<()> {
+        match kernel {
+            Bf16Kernel::Emulated => self.weight_f32().map(|_| ()),
+            Bf16Kernel::Native | Bf16Kernel::Portable => {
+                self.panels();
+                Ok(())
+            }
+        }
+    }
+
     /// `(out, in)`.
     pub fn dims(&self) -> (usize, usize) {
         (self.out, self.inp)
