@@ -7,12 +7,12 @@
 //! from a seeded RNG). Training uses the differentiable fused kernels of `kernels::grad` on CPU
 //! `f32` tensors (`Ctx::kernels`), the plain candle ops otherwise.
 
+use std::sync::{Arc, OnceLock};
+
 use candle::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use rand::Rng;
 use rand::rngs::StdRng;
-
-use std::sync::{Arc, OnceLock};
 
 use crate::ops;
 use kernels::attention::fused_attention;

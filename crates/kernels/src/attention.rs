@@ -7,7 +7,7 @@
 
 use candle::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use crate::ops::OutPtr;
+use crate::ops::{OutPtr, gemm_1t};
 use crate::simd::SimdLevel;
 
 /// `exp(x)` for `f32` without libm: `2^n * p(r)` with `x = n ln2 + r`, `|r| <= ln2 / 2`, a
@@ -465,26 +465,13 @@ unsafe fn attend(
     let s = &mut s[..nq * nk];
     // SAFETY: the caller's contract on the pointers; `s` holds nq * nk values.
     unsafe {
-        gemm::gemm(
-            nq,
-            nk,
-            dh,
-            s.as_mut_ptr(),
-            1,
-            nk as isize,
+        gemm_1t(
+            (nq, nk, dh),
+            (s.as_mut_ptr(), nk),
             false,
-            q,
-            1,
-            q_stride as isize,
-            k,
-            k_stride as isize,
-            1,
-            0.0,
+            (q, 1, q_stride),
+            (k, k_stride, 1),
             scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
         );
     }
     for (r, row) in s.chunks_exact_mut(nk).enumerate() {
@@ -499,26 +486,13 @@ unsafe fn attend(
     }
     // SAFETY: as above.
     unsafe {
-        gemm::gemm(
-            nq,
-            dh,
-            nk,
-            out,
-            1,
-            out_stride as isize,
+        gemm_1t(
+            (nq, dh, nk),
+            (out, out_stride),
             false,
-            s.as_ptr(),
-            1,
-            nk as isize,
-            v,
-            1,
-            v_stride as isize,
-            0.0,
+            (s.as_ptr(), 1, nk),
+            (v, 1, v_stride),
             1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
         );
     }
 }

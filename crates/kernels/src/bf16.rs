@@ -22,9 +22,9 @@
 
 use std::sync::OnceLock;
 
-use candle::{CpuStorage, DType, Device, InplaceOp2, Layout, Result, Tensor};
+use candle::{CpuStorage, CustomOp1, DType, Device, InplaceOp2, Layout, Result, Shape, Tensor};
 
-use crate::ops::{Activation, OutPtr, contiguous_f32, require, run_blocks};
+use crate::ops::{Activation, OutPtr, contiguous_f32, map_f32, require, run_blocks};
 use crate::simd::SimdLevel;
 
 /// Output columns of one packed panel (two AVX-512 registers of `f32`).
@@ -235,11 +235,12 @@ impl Bf16Linear {
         )
     }
 
-    /// `act(residual + x W^T + b)` (no residual when `None`) with a chosen kernel.
+    /// `act(x W^T + b)`, or `residual + x W^T + b` (then `act` must be
+    /// [`Activation::Identity`]), with a chosen kernel.
     ///
     /// # Errors
-    /// When the shapes do not fit, a tensor is not a CPU `f32` tensor, or `kernel` is
-    /// [`Bf16Kernel::Native`] on a CPU without AVX512-BF16.
+    /// When the shapes do not fit, a tensor is not a CPU `f32` tensor, an activation comes with
+    /// a residual, or `kernel` is [`Bf16Kernel::Native`] on a CPU without AVX512-BF16.
     pub fn forward_with(
         &self,
         kernel: Bf16Kernel,
@@ -262,6 +263,9 @@ impl Bf16Linear {
         if let Some(r) = residual {
             require(r.dims() == [n, self.out], "bf16 linear", || {
                 format!("residual {:?}, expected [{n}, {}]", r.dims(), self.out)
+            })?;
+            require(act == Activation::Identity, "bf16 linear", || {
+                format!("a residual closes a linear layer with no activation, not {act:?}")
             })?;
         }
         for (t, what) in [
@@ -294,14 +298,7 @@ impl Bf16Linear {
                 let w = self.weight_f32()?;
                 match residual {
                     None => crate::ops::linear_act(&xr, &w, b, act, true),
-                    Some(r) => {
-                        let y = crate::ops::linear_residual(&xr, &w, b, r, true)?;
-                        if act == Activation::Identity {
-                            Ok(y)
-                        } else {
-                            act_tensor(&y, act)
-                        }
-                    }
+                    Some(r) => crate::ops::linear_residual(&xr, &w, b, r, true),
                 }
             }
             Bf16Kernel::Native | Bf16Kernel::Portable => {
@@ -327,47 +324,32 @@ impl Bf16Linear {
 }
 
 /// A copy of `x` (CPU `f32`) with every value rounded to bfloat16.
+///
+/// # Errors
+/// When `x` is not a CPU `f32` tensor.
 pub fn round_tensor(x: &Tensor) -> Result<Tensor> {
-    let values = x.flatten_all()?.to_vec1::<f32>()?;
-    let mut out = values;
-    let n = out.len();
-    let base = OutPtr(out.as_mut_ptr());
-    let per = n
-        .div_ceil(candle::utils::get_num_threads().max(1))
-        .max(1 << 14);
-    run_blocks(n.div_ceil(per), n > 1 << 16, |t| {
-        let start = t * per;
-        let len = per.min(n - start);
-        // SAFETY: block t owns elements start..start + len of `out`, disjoint from the other
-        // blocks'; `out` outlives `run_blocks`, which returns after every block.
-        let chunk = unsafe { std::slice::from_raw_parts_mut(base.ptr().add(start), len) };
-        for v in chunk {
-            *v = round_to_bf16(*v);
-        }
-    });
-    Tensor::from_vec(out, x.shape(), &Device::Cpu)
+    x.contiguous()?.apply_op1_no_bwd(&RoundBf16)
 }
 
-fn act_tensor(y: &Tensor, act: Activation) -> Result<Tensor> {
-    let y = y.copy()?;
-    y.inplace_op1(&ActInPlace(act))?;
-    Ok(y)
-}
+/// Rounds every value to bfloat16 (one pass, rows on the pool's threads).
+struct RoundBf16;
 
-struct ActInPlace(Activation);
-
-impl candle::InplaceOp1 for ActInPlace {
+impl CustomOp1 for RoundBf16 {
     fn name(&self) -> &'static str {
-        "kernels-bf16-activation"
+        "kernels-bf16-round"
     }
-    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
-        match (s, l.contiguous_offsets()) {
-            (CpuStorage::F32(d), Some((a, b))) => {
-                crate::ops::activate_in_place(&mut d[a..b], self.0);
-                Ok(())
-            }
-            _ => candle::bail!("bf16 linear: the activation needs a contiguous f32 tensor"),
-        }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        map_f32(
+            s,
+            l,
+            "bf16 rounding input",
+            #[inline(always)]
+            |x, out| {
+                for (o, v) in out.iter_mut().zip(x) {
+                    *o = round_to_bf16(*v);
+                }
+            },
+        )
     }
 }
 

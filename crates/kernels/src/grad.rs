@@ -26,7 +26,7 @@ use candle::{
 use crate::attention::{View, exp_f32, softmax_row, view3};
 use crate::ops::{
     GatedResidual, GeluErf, GemmLinear, LnAffine, LnModulate, OutPtr, check_linear, contiguous_f32,
-    fast_ok, mean_inv_std, par_rows, require,
+    fast_ok, gemm_1t, mean_inv_std, par_rows, require,
 };
 use crate::simd::on_level;
 
@@ -640,26 +640,13 @@ unsafe fn gemm_split(
         // lhs spans (m - 1) rs + (k - 1) cs < len and rhs (k - 1) rs + (n - 1) cs < len for the
         // callers' contiguous operands; the lhs block starts at row r0.
         unsafe {
-            gemm::gemm(
-                rows,
-                n,
-                k,
-                dst_ptr.ptr().add(r0 * n),
-                1,
-                n as isize,
+            gemm_1t(
+                (rows, n, k),
+                (dst_ptr.ptr().add(r0 * n), n),
                 false,
-                lhs.0.as_ptr().add(r0 * lhs.2),
-                lhs.1 as isize,
-                lhs.2 as isize,
-                rhs.0.as_ptr(),
-                rhs.1 as isize,
-                rhs.2 as isize,
-                0.0,
+                (lhs.0.as_ptr().add(r0 * lhs.2), lhs.1, lhs.2),
+                (rhs.0.as_ptr(), rhs.1, rhs.2),
                 1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
             );
         }
     };
@@ -1134,26 +1121,13 @@ impl AttentionSaved {
                 // SAFETY: the views were bounds-checked in `view3` (or built in bounds); `p` holds
                 // nq nk values.
                 unsafe {
-                    gemm::gemm(
-                        nq,
-                        nk,
-                        dh,
-                        p.as_mut_ptr(),
-                        1,
-                        nk as isize,
+                    gemm_1t(
+                        (nq, nk, dh),
+                        (p.as_mut_ptr(), nk),
                         false,
-                        qp,
-                        1,
-                        qv.row_stride as isize,
-                        kp,
-                        kv.row_stride as isize,
-                        1,
-                        0.0,
+                        (qp, 1, qv.row_stride),
+                        (kp, kv.row_stride, 1),
                         scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
                     );
                 }
                 let bias = (!self.bias.is_empty()).then(|| &self.bias[bi * nk..(bi + 1) * nk]);
@@ -1172,26 +1146,13 @@ impl AttentionSaved {
                 // SAFETY: the output block (rows bi nq.., columns hi dh.., row stride d) lies inside
                 // `out` and no other pair writes it.
                 unsafe {
-                    gemm::gemm(
-                        nq,
-                        dh,
-                        nk,
-                        out_ptr.ptr().add(bi * nq * d + hi * dh),
-                        1,
-                        d as isize,
+                    gemm_1t(
+                        (nq, dh, nk),
+                        (out_ptr.ptr().add(bi * nq * d + hi * dh), d),
                         false,
-                        lhs.as_ptr(),
-                        1,
-                        nk as isize,
-                        vp,
-                        1,
-                        vv.row_stride as isize,
-                        0.0,
+                        (lhs.as_ptr(), 1, nk),
+                        (vp, 1, vv.row_stride),
                         1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
                     );
                 }
             },
@@ -1266,48 +1227,22 @@ impl AttentionSaved {
                 // scratch blocks hold nq nk values.
                 unsafe {
                     // dV = (P M)^T dO: [nk, nq] x [nq, dh].
-                    gemm::gemm(
-                        nk,
-                        dh,
-                        nq,
-                        base.ptr().add(ov),
-                        1,
-                        rv as isize,
+                    gemm_1t(
+                        (nk, dh, nq),
+                        (base.ptr().add(ov), rv),
                         false,
-                        lhs.as_ptr(),
-                        nk as isize,
-                        1,
-                        gp,
-                        1,
-                        d as isize,
-                        0.0,
+                        (lhs.as_ptr(), nk, 1),
+                        (gp, 1, d),
                         1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
                     );
                     // dP = dO V^T: [nq, dh] x [dh, nk].
-                    gemm::gemm(
-                        nq,
-                        nk,
-                        dh,
-                        dp.as_mut_ptr(),
-                        1,
-                        nk as isize,
+                    gemm_1t(
+                        (nq, nk, dh),
+                        (dp.as_mut_ptr(), nk),
                         false,
-                        gp,
-                        1,
-                        d as isize,
-                        vp,
-                        vv.row_stride as isize,
-                        1,
-                        0.0,
+                        (gp, 1, d),
+                        (vp, vv.row_stride, 1),
                         1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
                     );
                 }
                 on_level(
@@ -1344,48 +1279,22 @@ impl AttentionSaved {
                 // SAFETY: as above.
                 unsafe {
                     // dQ = dS K: [nq, nk] x [nk, dh].
-                    gemm::gemm(
-                        nq,
-                        dh,
-                        nk,
-                        base.ptr().add(oq),
-                        1,
-                        rq as isize,
+                    gemm_1t(
+                        (nq, dh, nk),
+                        (base.ptr().add(oq), rq),
                         false,
-                        dp.as_ptr(),
-                        1,
-                        nk as isize,
-                        kp,
-                        1,
-                        kv.row_stride as isize,
-                        0.0,
+                        (dp.as_ptr(), 1, nk),
+                        (kp, 1, kv.row_stride),
                         1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
                     );
                     // dK = dS^T Q: [nk, nq] x [nq, dh].
-                    gemm::gemm(
-                        nk,
-                        dh,
-                        nq,
-                        base.ptr().add(ok),
-                        1,
-                        rk as isize,
+                    gemm_1t(
+                        (nk, dh, nq),
+                        (base.ptr().add(ok), rk),
                         false,
-                        dp.as_ptr(),
-                        nk as isize,
-                        1,
-                        qp,
-                        1,
-                        qv.row_stride as isize,
-                        0.0,
+                        (dp.as_ptr(), nk, 1),
+                        (qp, 1, qv.row_stride),
                         1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
                     );
                 }
             },

@@ -67,6 +67,25 @@ pub(crate) fn par_rows(dst: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]
     });
 }
 
+/// An element-wise map of a contiguous `f32` tensor into a new one: `f(input, output)` on
+/// matching chunks, on the pool's threads ([`par_rows`]; mark `f` `#[inline(always)]`).
+pub(crate) fn map_f32(
+    s: &CpuStorage,
+    l: &Layout,
+    what: &str,
+    f: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> Result<(CpuStorage, Shape)> {
+    let x = contiguous_f32(s, l, what)?;
+    let mut dst = vec![0f32; x.len()];
+    par_rows(
+        &mut dst,
+        1,
+        #[inline(always)]
+        |r0, out| f(&x[r0..r0 + out.len()], out),
+    );
+    Ok((CpuStorage::F32(dst), l.shape().clone()))
+}
+
 pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = match s {
         CpuStorage::F32(d) => d,
@@ -259,19 +278,17 @@ impl CustomOp1 for GeluErf {
         "kernels-gelu-erf"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s, l, "gelu_erf")?;
-        let mut dst = vec![0f32; x.len()];
         let level = crate::simd::active();
-        par_rows(
-            &mut dst,
-            1,
+        map_f32(
+            s,
+            l,
+            "gelu_erf",
             #[inline(always)]
-            |r0, out| {
-                out.copy_from_slice(&x[r0..r0 + out.len()]);
+            |x, out| {
+                out.copy_from_slice(x);
                 gelu_in_place(out, level);
             },
-        );
-        Ok((CpuStorage::F32(dst), l.shape().clone()))
+        )
     }
 }
 
@@ -667,30 +684,59 @@ fn gemm_acc(dst: &mut [f32], x: &[f32], w: &[f32], n: usize, d_in: usize, d_out:
         // row-major; rows o0..o0 + cols of W ([d_out, d_in] row-major) are read as W^T
         // ([d_in, cols], column stride d_in, row stride 1); callers check the slice sizes.
         unsafe {
-            gemm::gemm(
-                n,
-                cols,
-                d_in,
-                dst_ptr.ptr().add(o0),
-                1,
-                d_out as isize,
+            gemm_1t(
+                (n, cols, d_in),
+                (dst_ptr.ptr().add(o0), d_out),
                 true,
-                x.as_ptr(),
-                1,
-                d_in as isize,
-                w.as_ptr().add(o0 * d_in),
-                d_in as isize,
-                1,
+                (x.as_ptr(), 1, d_in),
+                (w.as_ptr().add(o0 * d_in), d_in, 1),
                 1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
             );
         }
     };
     run_blocks(blocks, n * d_out * d_in > 1 << 18, block);
+}
+
+/// `dst = scale * lhs rhs` (`dims = (m, n, k)`: `lhs [m, k]`, `rhs [k, n]`, `dst [m, n]`), or
+/// `dst += scale * lhs rhs` when `accumulate`, by one single-threaded `gemm` call. `dst` is
+/// `(pointer, row stride)` with unit column stride; each operand is `(pointer, column stride,
+/// row stride)`, so a transposed operand is the same memory with the strides swapped.
+///
+/// # Safety
+/// Every element the dimensions and strides address must lie inside its operand's allocation,
+/// and nothing else may access the addressed part of `dst` meanwhile.
+pub(crate) unsafe fn gemm_1t(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut f32, usize),
+    accumulate: bool,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+    scale: f32,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.0,
+            1,
+            dst.1 as isize,
+            accumulate,
+            lhs.0,
+            lhs.1 as isize,
+            lhs.2 as isize,
+            rhs.0,
+            rhs.1 as isize,
+            rhs.2 as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
 }
 
 thread_local! {

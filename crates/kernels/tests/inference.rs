@@ -226,7 +226,7 @@ fn bf16_reference(
         Some(t) => t.flatten_all()?.to_vec1::<f32>()?,
         None => vec![0.0; n * out],
     };
-    let (mut y, mut scale) = (vec![0f64; n * out], vec![0f64; n * out]);
+    let (mut z, mut scale) = (vec![0f64; n * out], vec![0f64; n * out]);
     for i in 0..n {
         for o in 0..out {
             let (mut s, mut a) = (0f64, 0f64);
@@ -234,27 +234,16 @@ fn bf16_reference(
                 s += xv[i * k + j] * wv[o * k + j];
                 a += (xv[i * k + j] * wv[o * k + j]).abs();
             }
-            let z = s + f64::from(bv[o]) + f64::from(rv[i * out + o]);
-            y[i * out + o] = match act {
-                Activation::Identity => z,
-                Activation::GeluErf => 0.5 * z * (1.0 + libm_erf(z / std::f64::consts::SQRT_2)),
-                Activation::QuickGelu => z / (1.0 + (-1.702 * z).exp()),
-            };
-            scale[i * out + o] = a + z.abs();
+            z[i * out + o] = s + f64::from(bv[o]) + f64::from(rv[i * out + o]);
+            scale[i * out + o] = a + z[i * out + o].abs();
         }
     }
+    // The activation by the plain candle ops in f64 (exact erf for GELU).
+    let y = act
+        .apply_plain(&Tensor::from_vec(z, (n, out), &Device::Cpu)?)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
     Ok((y, scale))
-}
-
-/// `erf` in `f64` through candle's exact-GELU (`gelu_erf(z) = z (1 + erf(z / sqrt 2)) / 2`).
-fn libm_erf(v: f64) -> f64 {
-    let z = v * std::f64::consts::SQRT_2;
-    let g = Tensor::new(&[z], &Device::Cpu)
-        .and_then(|t| t.gelu_erf())
-        .and_then(|t| t.to_vec1::<f64>())
-        .map(|g| g[0])
-        .unwrap_or(f64::NAN);
-    if z == 0.0 { 0.0 } else { 2.0 * g / z - 1.0 }
 }
 
 use kernels::bf16::{self, Bf16Kernel, Bf16Linear};
@@ -375,6 +364,14 @@ fn bf16_linear_rejects_bad_inputs_naming_them() -> Res<()> {
     assert!(e.contains("bias [7]"), "{e}");
     let e = msg(lin.forward_residual(&randn(&[3, 4], 305, 1.0)?, &b, &randn(&[2, 8], 306, 1.0)?));
     assert!(e.contains("residual [2, 8]"), "{e}");
+    let e = msg(lin.forward_with(
+        Bf16Kernel::Emulated,
+        &randn(&[3, 4], 310, 1.0)?,
+        &b,
+        Activation::GeluErf,
+        Some(&randn(&[3, 8], 311, 1.0)?),
+    ));
+    assert!(e.contains("no activation") && e.contains("GeluErf"), "{e}");
     let x64 = randn(&[3, 4], 307, 1.0)?.to_dtype(DType::F64)?;
     let e = msg(lin.forward(&x64, &b, Activation::Identity));
     assert!(e.contains("input is F64"), "{e}");
